@@ -1,0 +1,157 @@
+"""The pipeline's one error tree.
+
+::
+
+    PipelineError
+    ├── UsageError               bad command line or environment (exit 2, nothing sent)
+    ├── ManifestError            one or more problems in a manifest (exit 2, nothing sent)
+    ├── ProviderError            a provider answered with an error, or could not be reached
+    │   ├── RateLimited          HTTP 429; ``retry_after`` seconds when the provider said
+    │   ├── ProviderTimeout      no answer in time (retryable)
+    │   ├── ProviderUnreachable  connection refused/reset before an answer (retryable)
+    │   ├── AuthError            401/403: the lane stops
+    │   ├── InsufficientCredits  402 (or the provider's equivalent): the lane stops
+    │   ├── OutcomeUnknown       a submit was sent but no reply came: a task may exist
+    │   └── TaskFailed           the task itself ended failed/cancelled at the provider
+    ├── DownloadError            an image could not be fetched or failed its checks
+    └── BudgetExhausted          the next job could take spend past the cap
+
+Every exception builds its own message from structured fields; callers match on classes
+and fields, never on message text. Foreign exceptions (aiohttp, OSError) are translated in
+one helper per boundary with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PipelineError(Exception):
+    """Root of every error the pipeline raises on purpose."""
+
+
+class UsageError(PipelineError):
+    """The command line or the environment is wrong (missing key, bad flag)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestIssue:
+    """One problem in a manifest: where it is and what is wrong."""
+
+    path: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class ManifestError(PipelineError):
+    """The manifest is invalid; ``issues`` lists every problem found (up to a limit)."""
+
+    def __init__(self, issues: list[ManifestIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+class ProviderError(PipelineError):
+    """A provider request failed.
+
+    ``retryable`` says whether the same request may be sent again; ``code`` is the
+    provider's own error code (e.g. ``1403`` or ``IMAGE_GENERATION_FAILED``) or one of
+    the pipeline's (``timeout``, ``auth``, ``insufficient_credits``, ``network``...).
+    """
+
+    default_code = "provider_error"
+    default_retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        http_status: int | None = None,
+        code: str | None = None,
+        retryable: bool | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        self.message = message
+        self.provider = provider
+        self.http_status = http_status
+        self.code = code if code is not None else self.default_code
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.job_id = job_id
+        parts = [provider]
+        if http_status is not None:
+            parts.append(f"HTTP {http_status}")
+        if self.code:
+            parts.append(self.code)
+        super().__init__(f"{' '.join(parts)}: {message}")
+
+
+class RateLimited(ProviderError):
+    """HTTP 429. ``retry_after`` is the provider's wait in seconds, when it gave one."""
+
+    default_code = "rate_limited"
+    default_retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+
+
+class ProviderTimeout(ProviderError):
+    """The provider did not answer in time."""
+
+    default_code = "timeout"
+    default_retryable = True
+
+
+class ProviderUnreachable(ProviderError):
+    """The connection failed or was closed before a reply."""
+
+    default_code = "network"
+    default_retryable = True
+
+
+class AuthError(ProviderError):
+    """The key was rejected (401) or the account may not do this (403)."""
+
+    default_code = "auth"
+
+
+class InsufficientCredits(ProviderError):
+    """The account has no balance left for this request."""
+
+    default_code = "insufficient_credits"
+
+
+class OutcomeUnknown(ProviderError):
+    """A submit request left this machine but no reply came back.
+
+    The provider may or may not have created (and charged for) a task, so the submit must
+    never be blindly resent: it goes through reconciliation instead.
+    """
+
+    default_code = "outcome_unknown"
+
+
+class TaskFailed(ProviderError):
+    """The task ended failed (or cancelled) at the provider."""
+
+    default_code = "task_failed"
+
+
+class DownloadError(PipelineError):
+    """An image could not be downloaded or did not pass its checks."""
+
+    def __init__(self, message: str, *, url: str, retryable: bool = True) -> None:
+        self.url = url
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class BudgetExhausted(PipelineError):
+    """Submitting the next job could take spend past the budget."""
