@@ -1,0 +1,181 @@
+"""One provider's lane: rate limit, tasks in flight, retries and the poll loop.
+
+The lane turns "run this job at the provider" into a final ``TaskStatus``. It owns the
+provider's ``RateLimiter`` (every submit and poll takes a slot), its poll schedule and
+its stop switch (credentials rejected, out of credit). It speaks only pipeline types;
+the adapter behind it holds the wire format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+import stamina
+
+from pipeline.clock import Clock
+from pipeline.errors import (
+    AuthError,
+    InsufficientCredits,
+    ProviderError,
+    RateLimited,
+)
+from pipeline.jobs import Job, ProviderSettings
+from pipeline.limits import RateLimiter
+from pipeline.polling import PollSchedule
+from pipeline.providers.base import ProviderAdapter, TaskState, TaskStatus
+
+SUBMIT_ATTEMPTS = 5
+DEFAULT_RETRY_AFTER_S = 2.0
+
+
+@dataclass(slots=True)
+class LaneCounters:
+    """Live figures of one lane (read by progress displays)."""
+
+    queued: int = 0
+    in_flight: int = 0
+    completed: int = 0
+    failed: int = 0
+    images: int = 0
+    usd: float = 0.0
+    credits: float = 0.0
+    requests: int = 0
+    rate_limited: int = 0
+
+
+class LaneStopped(Exception):
+    """The lane stopped (``reason`` is the ProviderError that stopped it)."""
+
+    def __init__(self, reason: ProviderError) -> None:
+        self.reason = reason
+        super().__init__(str(reason))
+
+
+class Lane:
+    """Submit and poll jobs of one provider within its limits."""
+
+    def __init__(
+        self,
+        adapter: ProviderAdapter,
+        settings: ProviderSettings,
+        *,
+        clock: Clock,
+        schedule: PollSchedule | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.name = adapter.spec.name
+        self.settings = settings
+        self.clock = clock
+        self.limiter = RateLimiter(settings.requests_per_second, clock=clock)
+        self.schedule = schedule or PollSchedule()
+        self.counters = LaneCounters()
+        self.stopped: ProviderError | None = None
+
+    def __repr__(self) -> str:
+        return f"Lane({self.name!r}, {self.limiter!r}, stopped={self.stopped is not None})"
+
+    # -- one request ---------------------------------------------------------------------
+
+    async def _request_slot(self) -> None:
+        if self.stopped is not None:
+            raise LaneStopped(self.stopped)
+        await self.limiter.acquire()
+        self.counters.requests += 1
+
+    def _on_error(self, exc: ProviderError) -> None:
+        """Lane-wide reactions: pause on 429, stop on auth/credit errors."""
+        if isinstance(exc, RateLimited):
+            self.counters.rate_limited += 1
+            wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER_S
+            self.limiter.pause(wait)
+        elif isinstance(exc, AuthError | InsufficientCredits) and self.stopped is None:
+            self.stopped = exc
+
+    def _retry_wait(self, exc: Exception) -> bool | float:
+        """stamina hook: retry retryable provider errors; honour Retry-After."""
+        if not isinstance(exc, ProviderError) or not exc.retryable:
+            return False
+        if isinstance(exc, RateLimited):
+            # The lane limiter already holds every caller until the pause ends.
+            return 0.0
+        return True
+
+    # -- submit --------------------------------------------------------------------------
+
+    async def submit(self, job: Job) -> TaskStatus:
+        """Create the task; retried only when the provider provably did not take it.
+
+        Raises ``OutcomeUnknown`` when a request was sent and no reply came back,
+        ``LaneStopped`` when the lane stopped, or the final ``ProviderError``.
+        """
+        async for attempt in stamina.retry_context(
+            on=self._retry_wait,
+            attempts=SUBMIT_ATTEMPTS,
+            timeout=None,
+            wait_initial=0.5,
+            wait_max=10.0,
+        ):
+            with attempt:
+                await self._request_slot()
+                try:
+                    status = await self.adapter.submit(job)
+                except ProviderError as exc:
+                    exc.job_id = job.id
+                    self._on_error(exc)
+                    if isinstance(exc, AuthError | InsufficientCredits):
+                        raise LaneStopped(exc) from exc
+                    raise
+                self.limiter.record_success()
+                return status
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- poll ----------------------------------------------------------------------------
+
+    async def wait(self, job: Job, status: TaskStatus, submitted_at: float) -> TaskStatus:
+        """Poll until the task is terminal and return its final status.
+
+        ``submitted_at`` is the clock time of the submit (for a reattached task, of this
+        run's first look). The caller bounds this with the job deadline. Transient poll
+        errors are retried on the poll schedule; a final error (unknown id, rejected key)
+        is raised.
+        """
+        delay = self.schedule.first_delay()
+        next_at = submitted_at + delay
+        last_running = submitted_at
+        while not status.state.terminal:
+            await self.clock.sleep(next_at - self.clock.now())
+            await self._request_slot()
+            try:
+                polled = await self.adapter.poll(status.remote_id)
+            except ProviderError as exc:
+                exc.job_id = job.id
+                self._on_error(exc)
+                if isinstance(exc, AuthError):
+                    raise LaneStopped(exc) from exc
+                if not exc.retryable:
+                    raise
+            else:
+                self.limiter.record_success()
+                if polled.state is TaskState.COMPLETED:
+                    # It finished somewhere between the last two looks: learn the midpoint.
+                    seen = self.clock.now()
+                    self.schedule.observe((last_running + seen) / 2 - submitted_at)
+                status = polled
+                last_running = self.clock.now()
+            now = self.clock.now()
+            delay = self.schedule.next_delay(now - submitted_at, delay)
+            next_at = now + delay
+        return status
+
+    async def cancel(self, remote_id: str) -> None:
+        """Best effort: delete a task the run gave up on, where the API allows it."""
+        cancel = getattr(self.adapter, "cancel", None)
+        if cancel is None or self.stopped is not None:
+            return
+        with anyio.move_on_after(10):
+            try:
+                await self._request_slot()
+                await cancel(remote_id)
+            except (ProviderError, LaneStopped):
+                pass

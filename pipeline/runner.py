@@ -1,0 +1,218 @@
+"""Wiring for one ``pipeline run``: keys, base URLs, state, lanes, ledger, signals.
+
+This is the composition root: it is the only module that knows every part, and the
+library entry point (``await run_batch(batch, options)``) the CLI calls.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import aiohttp
+import anyio
+
+from pipeline.budget import BudgetGuard
+from pipeline.clock import Clock, SystemClock
+from pipeline.errors import UsageError
+from pipeline.jobs import Batch
+from pipeline.lane import Lane
+from pipeline.ledger import LedgerHeader, build_ledger, write_json_atomic
+from pipeline.providers.registry import create_adapter
+from pipeline.providers.specs import SPECS
+from pipeline.scheduler import RunOutcome, Scheduler, plan_work, utcnow
+from pipeline.state import StateStore, job_document
+from pipeline.storage import Downloader
+
+EMULATOR_KEY = "emulator-key"  # not a secret: the local emulator accepts any bearer
+LEDGER_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """What the command line adds to a manifest."""
+
+    max_usd: float | None = None
+    retry_failed: bool = False
+    base_urls: dict[str, str] | None = None  # set by --emulate
+    api_keys: dict[str, str] | None = None  # set by --emulate; else from the environment
+    clock: Clock = field(default_factory=SystemClock)
+
+
+def resolve_endpoints(batch: Batch, options: RunOptions) -> dict[str, tuple[str, str]]:
+    """Base URL and key per provider used by the batch.
+
+    Raises ``UsageError`` naming every missing key before anything is sent.
+    """
+    endpoints: dict[str, tuple[str, str]] = {}
+    missing: list[str] = []
+    for name in sorted({j.provider for j in batch.jobs}):
+        spec = SPECS[name]
+        settings = batch.providers[name]
+        if options.base_urls is not None:
+            base = options.base_urls[name]
+        else:
+            base = os.environ.get(spec.env_base_url) or settings.base_url or spec.default_base_url
+        key = (options.api_keys or {}).get(name) or os.environ.get(spec.env_key, "")
+        if not key.strip():
+            missing.append(spec.env_key)
+        endpoints[name] = (base.rstrip("/"), key.strip())
+    if missing:
+        raise UsageError(
+            "missing API key: set " + " and ".join(missing) + " in the environment "
+            "(or use --emulate to run against the local emulator)"
+        )
+    return endpoints
+
+
+class LedgerSink:
+    """Rewrites ledger.json from the state, at most once per interval while dirty."""
+
+    def __init__(self, state: StateStore, path: Path, header: LedgerHeader) -> None:
+        self.state = state
+        self.path = path
+        self.header = header
+        self._dirty = anyio.Event()
+
+    async def mark_dirty(self) -> None:
+        self._dirty.set()
+
+    async def write(self, *, finished: bool = False) -> dict[str, object]:
+        records = await self.state.records()
+        counters = await self.state.counters()
+        header = replace(self.header, updated_at=utcnow(), finished=finished)
+        doc = build_ledger(header, records, counters)
+        await anyio.to_thread.run_sync(write_json_atomic, self.path, doc)
+        return doc
+
+    async def run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty = anyio.Event()
+            await self.write()
+            await anyio.sleep(LEDGER_INTERVAL_S)
+
+
+@asynccontextmanager
+async def _signals_cancel(scope: anyio.CancelScope, interrupted: list[int]) -> AsyncIterator[None]:
+    """First SIGINT/SIGTERM cancels the run (state is committed); a second exits at once."""
+
+    async def watch() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if interrupted:
+                    os._exit(130)
+                interrupted.append(signum)
+                scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        try:
+            yield
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def run_batch(
+    batch: Batch,
+    options: RunOptions,
+    *,
+    on_start: Callable[[Scheduler], None] | None = None,
+) -> tuple[RunOutcome, dict[str, object], bool]:
+    """Run (or resume) ``batch``. Returns the outcome, the final ledger and whether the run
+    was interrupted by a signal."""
+    endpoints = resolve_endpoints(batch, options)
+    root = Path(batch.output_dir)
+    state = await StateStore.open(root / "state.db")
+    interrupted: list[int] = []
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(state.close)
+        meta = await state.get_meta()
+        started_at = meta.get("started_at") or utcnow()
+        await state.set_meta(
+            {"name": batch.name, "manifest": batch.manifest_path, "started_at": started_at}
+        )
+        docs = [(j.id, job_document(j, SPECS[j.provider].model)) for j in batch.jobs]
+        records = await state.sync_jobs(docs)
+        work = plan_work(batch, records, retry_failed=options.retry_failed)
+        spent_usd = sum((r.cost or {}).get("usd") or 0.0 for r in records.values())
+        spent_credits = sum((r.cost or {}).get("credits") or 0.0 for r in records.values())
+        budget = batch.budget
+        if options.max_usd is not None:
+            budget = replace(budget, max_usd=options.max_usd)
+        guard = BudgetGuard(budget, spent_usd=spent_usd, spent_credits=spent_credits)
+
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(auto_decompress=False, trust_env=False)
+        )
+        lanes: dict[str, Lane] = {}
+        for name, (base, key) in endpoints.items():
+            settings = batch.providers[name]
+            adapter = create_adapter(
+                name, api_key=key, base_url=base, usd_per_credit=settings.usd_per_credit
+            )
+            stack.push_async_callback(adapter.aclose)
+            lanes[name] = Lane(adapter, settings, clock=options.clock)
+        header = LedgerHeader(batch.name, batch.manifest_path, started_at, started_at, False)
+        ledger = LedgerSink(state, root / "ledger.json", header)
+        scheduler = Scheduler(
+            batch,
+            lanes=lanes,
+            state=state,
+            downloader=Downloader(root, session=http),
+            budget=guard,
+            clock=options.clock,
+            on_change=ledger.mark_dirty,
+        )
+        if on_start is not None:
+            on_start(scheduler)
+        await ledger.write()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ledger.run)
+            with anyio.CancelScope() as run_scope:
+                async with _signals_cancel(run_scope, interrupted):
+                    await scheduler.run(work)
+            tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            for name, lane in lanes.items():
+                await state.add_counters(name, lane.counters.requests, lane.counters.rate_limited)
+            final = await state.records()
+            current = {j.id for j in batch.jobs}
+            outcome = RunOutcome(stop_reason=scheduler.stop_reason)
+            for r in final:
+                if r.id not in current:
+                    continue
+                if r.status == "completed":
+                    outcome.completed += 1
+                elif r.status == "failed":
+                    outcome.failed += 1
+                else:
+                    outcome.pending += 1
+            for name, lane in lanes.items():
+                if lane.stopped is not None:
+                    outcome.lane_stops[name] = str(lane.stopped)
+            doc = await ledger.write(finished=outcome.pending == 0)
+    return outcome, doc, bool(interrupted)
+
+
+def exit_code(outcome: RunOutcome, interrupted: bool) -> int:
+    """design.md's exit codes."""
+    if interrupted:
+        return 130
+    if outcome.stop_reason is not None or outcome.lane_stops:
+        return 3
+    if outcome.failed or outcome.pending:
+        return 1
+    return 0
+
+
+def check_keys_or_raise(batch: Batch, options: RunOptions) -> None:
+    """Fail fast (exit 2) on missing keys, before anything else happens."""
+    resolve_endpoints(batch, options)
+
+
+__all__ = ["RunOptions", "UsageError", "check_keys_or_raise", "exit_code", "run_batch"]

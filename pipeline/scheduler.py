@@ -1,0 +1,336 @@
+"""The run: one task group, per-provider lanes, a download stage, a ledger writer.
+
+Stages are connected by memory object streams::
+
+    feed(lane) --jobs--> lane workers (max_concurrent each) --done--> downloaders --> state
+
+A lane worker holds one of the provider's task slots from submit until the task is
+terminal; downloads happen after the slot is released, so slow image transfers never
+keep the provider idle. Every state change is committed before the next step (see
+``pipeline.state``); ledger.json is rewritten from the state at most once a second.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from pipeline.budget import BudgetGuard, Reservation
+from pipeline.clock import Clock
+from pipeline.errors import BudgetExhausted, DownloadError, OutcomeUnknown, ProviderError
+from pipeline.jobs import Batch, Job
+from pipeline.lane import Lane, LaneStopped
+from pipeline.providers.base import TaskState, TaskStatus
+from pipeline.providers.specs import Cost
+from pipeline.state import JobRecord, StateStore
+from pipeline.storage import Downloader, StoredImage
+
+DOWNLOAD_ATTEMPTS = 4
+REATTACH_MIN_DEADLINE_S = 60.0
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _error(code: str, message: str, http_status: int | None = None) -> dict[str, object]:
+    return {"code": code, "message": message, "http_status": http_status}
+
+
+def _provider_error(exc: ProviderError) -> dict[str, object]:
+    return _error(exc.code, exc.message, exc.http_status)
+
+
+def _cost_dict(cost: Cost) -> dict[str, object]:
+    return {"usd": cost.usd, "credits": cost.credits, "basis": cost.basis}
+
+
+@dataclass(slots=True)
+class WorkItem:
+    job: Job
+    remote_id: str | None = None
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Finished:
+    job: Job
+    lane: Lane
+    status: TaskStatus
+    reservation: Reservation | None
+    started: float
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    """How the run ended. ``stop_reason`` is set when the run aborted (exit 3)."""
+
+    completed: int = 0
+    failed: int = 0
+    pending: int = 0
+    stop_reason: str | None = None
+    lane_stops: dict[str, str] = field(default_factory=dict)
+
+
+class Scheduler:
+    """Runs the work of one batch against its lanes. Use once."""
+
+    def __init__(
+        self,
+        batch: Batch,
+        *,
+        lanes: dict[str, Lane],
+        state: StateStore,
+        downloader: Downloader,
+        budget: BudgetGuard,
+        clock: Clock,
+        on_change: Callable[[], Awaitable[None]] | None = None,
+        download_concurrency: int = 8,
+    ) -> None:
+        self.batch = batch
+        self.lanes = lanes
+        self.state = state
+        self.downloader = downloader
+        self.budget = budget
+        self.clock = clock
+        self._on_change = on_change
+        self._downloads = download_concurrency
+        self.stop_reason: str | None = None
+
+    def stop_submitting(self, reason: str) -> None:
+        """No new submits from now on; work in flight carries on."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    async def run(self, work: list[WorkItem]) -> None:
+        """Run ``work`` to the end (or until cancelled, with state committed)."""
+        done_send, done_recv = anyio.create_memory_object_stream[Finished](math.inf)
+        async with anyio.create_task_group() as tg:
+            async with done_recv:
+                for _ in range(self._downloads):
+                    tg.start_soon(self._download_worker, done_recv.clone())
+            async with done_send:
+                for name, lane in self.lanes.items():
+                    items = [w for w in work if w.job.provider == name]
+                    lane.counters.queued = len(items)
+                    send, recv = anyio.create_memory_object_stream[WorkItem](0)
+                    tg.start_soon(self._feed, items, send)
+                    async with recv:
+                        for _ in range(max(1, lane.settings.max_concurrent)):
+                            tg.start_soon(self._lane_worker, lane, recv.clone(), done_send.clone())
+            # The downloaders end once every lane worker has closed its clone of done_send.
+
+    async def _feed(self, items: list[WorkItem], send: ObjectSendStream[WorkItem]) -> None:
+        async with send:
+            for item in items:
+                await send.send(item)
+
+    async def _changed(self) -> None:
+        if self._on_change is not None:
+            await self._on_change()
+
+    # -- lane stage -------------------------------------------------------------------------
+
+    async def _lane_worker(
+        self,
+        lane: Lane,
+        recv: ObjectReceiveStream[WorkItem],
+        done: ObjectSendStream[Finished],
+    ) -> None:
+        async with recv, done:
+            async for item in recv:
+                lane.counters.queued -= 1
+                finished = await self._run_at_provider(lane, item)
+                if finished is not None:
+                    await done.send(finished)
+
+    async def _run_at_provider(self, lane: Lane, item: WorkItem) -> Finished | None:
+        job = item.job
+        if lane.stopped is not None:
+            await self._fail(lane, job, _provider_error(lane.stopped))
+            return None
+        reservation: Reservation | None = None
+        started = self.clock.now()
+        lane.counters.in_flight += 1
+        try:
+            if item.remote_id is not None:
+                status = TaskStatus(remote_id=item.remote_id, state=TaskState.QUEUED)
+                deadline = max(lane.settings.job_timeout_s, REATTACH_MIN_DEADLINE_S)
+            else:
+                if self.stop_reason is not None:
+                    return None
+                try:
+                    reservation = self.budget.reserve(
+                        lane.adapter.spec.estimate(job.params, lane.settings.usd_per_credit)
+                    )
+                except BudgetExhausted as exc:
+                    self.stop_submitting(str(exc))
+                    return None
+                for flag in item.flags:
+                    await self.state.add_flag(job.id, flag)
+                submitted = await self._submit(lane, job)
+                if submitted is None:
+                    self.budget.settle(reservation, None)
+                    return None
+                status = submitted
+                deadline = lane.settings.job_timeout_s
+            with anyio.move_on_after(deadline - (self.clock.now() - started)):
+                final = await lane.wait(job, status, started)
+                if final.state is TaskState.COMPLETED:
+                    return Finished(job, lane, final, reservation, started)
+                await self._fail(
+                    lane,
+                    job,
+                    _error(
+                        final.error_code or "task_failed",
+                        final.error_message or "the task failed at the provider",
+                    ),
+                    usage=final.usage,
+                )
+                if reservation is not None:
+                    self.budget.settle(reservation, None)
+                return None
+            # Deadline passed: give up on the task, and free it at the provider.
+            await lane.cancel(status.remote_id)
+            await self._fail(lane, job, _error("timeout", f"no result within {deadline:g} s"))
+            if reservation is not None:
+                self.budget.settle(reservation, None)
+            return None
+        except LaneStopped as stop:
+            await self._fail(lane, job, _provider_error(stop.reason))
+        except ProviderError as exc:
+            await self._fail(lane, job, _provider_error(exc))
+        finally:
+            lane.counters.in_flight -= 1
+        if reservation is not None:
+            self.budget.settle(reservation, None)
+        return None
+
+    async def _submit(self, lane: Lane, job: Job) -> TaskStatus | None:
+        """Intent, submit, record: the write-ahead protocol of ``pipeline.state``."""
+        await self.state.mark_intent(job.id)
+        try:
+            status = await lane.submit(job)
+        except OutcomeUnknown as exc:
+            # The provider may have created (and charged) a task. It stays in 'intent'
+            # and is reconciled on the next run rather than blindly sent again.
+            await self.state.note_error(job.id, _provider_error(exc))
+            await self._changed()
+            return None
+        await self.state.mark_submitted(job.id, status.remote_id, utcnow(), status.usage)
+        await self._changed()
+        return status
+
+    async def _fail(
+        self, lane: Lane, job: Job, error: dict[str, object], usage: dict[str, object] | None = None
+    ) -> None:
+        lane.counters.failed += 1
+        await self.state.mark_failed(job.id, at=utcnow(), error=error, usage=usage)
+        await self._changed()
+
+    # -- download stage ---------------------------------------------------------------------
+
+    async def _download_worker(self, recv: ObjectReceiveStream[Finished]) -> None:
+        async with recv:
+            async for item in recv:
+                await self._complete(item)
+
+    async def _complete(self, item: Finished) -> None:
+        job, lane, status = item.job, item.lane, item.status
+        stored: list[StoredImage] = []
+        try:
+            if not status.images:
+                raise DownloadError("the task completed without images", url="", retryable=False)
+            for k, ref in enumerate(status.images, start=1):
+                stored.append(await self._download(ref.url, f"{job.id}-{k}"))
+        except DownloadError as exc:
+            cost = lane.adapter.cost(job, status)
+            self._settle(item, cost)
+            lane.counters.failed += 1
+            await self.state.mark_failed(
+                job.id,
+                at=utcnow(),
+                error=_error("download", str(exc)),
+                cost=_cost_dict(cost),
+                usage=status.usage,
+            )
+            await self._changed()
+            return
+        cost = lane.adapter.cost(job, status)
+        self._settle(item, cost)
+        await self.state.mark_completed(
+            job.id,
+            at=utcnow(),
+            latency_s=round(self.clock.now() - item.started, 3),
+            images=[s.as_dict() for s in stored],
+            cost=_cost_dict(cost),
+            usage=status.usage,
+        )
+        lane.counters.completed += 1
+        lane.counters.images += len(stored)
+        await self._changed()
+
+    def _settle(self, item: Finished, cost: Cost) -> None:
+        lane = item.lane
+        lane.counters.usd += cost.usd or 0.0
+        lane.counters.credits += cost.credits or 0.0
+        if item.reservation is not None:
+            self.budget.settle(item.reservation, cost)
+        else:
+            self.budget.spent_usd += cost.usd or 0.0
+            self.budget.spent_credits += cost.credits or 0.0
+
+    async def _download(self, url: str, stem: str) -> StoredImage:
+        last: DownloadError | None = None
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            try:
+                return await self.downloader.fetch(url, stem)
+            except DownloadError as exc:
+                last = exc
+                if not exc.retryable:
+                    raise
+                await self.clock.sleep(min(8.0, 0.5 * 2**attempt))
+        assert last is not None
+        raise last
+
+
+def plan_work(batch: Batch, records: dict[str, JobRecord], *, retry_failed: bool) -> list[WorkItem]:
+    """What this run must do, given what earlier runs recorded (the resume rules)."""
+    work: list[WorkItem] = []
+    reattach: list[WorkItem] = []
+    for job in batch.jobs:
+        rec = records.get(job.id)
+        if rec is None or rec.status == "pending":
+            work.append(WorkItem(job))
+        elif rec.status == "submitted" and rec.remote_id:
+            reattach.append(WorkItem(job, remote_id=rec.remote_id))
+        elif rec.status == "intent":
+            work.append(WorkItem(job, flags=("possible_duplicate",)))
+        elif rec.status == "failed" and retry_failed:
+            work.append(WorkItem(job))
+        elif rec.status == "completed" and not _files_present(batch, rec):
+            if rec.remote_id:
+                reattach.append(WorkItem(job, remote_id=rec.remote_id, flags=("redownloaded",)))
+            else:
+                work.append(WorkItem(job, flags=("regenerated",)))
+    # Tasks already running at the provider come first: they are paid for.
+    return reattach + work
+
+
+def _files_present(batch: Batch, rec: JobRecord) -> bool:
+    from pathlib import Path
+
+    root = Path(batch.output_dir)
+    for img in rec.images:
+        p = root / str(img.get("path", ""))
+        try:
+            if p.stat().st_size != img.get("bytes"):
+                return False
+        except OSError:
+            return False
+    return bool(rec.images)

@@ -1,0 +1,327 @@
+"""Durable run state in ``DIR/state.db`` (sqlite3, WAL, one writer).
+
+Resume protocol (write-ahead of every spend)
+--------------------------------------------
+Each job row moves ``pending -> intent -> submitted -> completed | failed``:
+
+- ``intent`` is committed *before* the submit request is sent;
+- ``submitted`` (with the provider's remote id) is committed as soon as the submit returns,
+  before anything else happens;
+- ``completed`` is committed only after every image file is on disk and verified.
+
+So after a crash: ``submitted`` jobs are polled by remote id, never resubmitted; ``intent``
+jobs have an unknown outcome (the process may have died after the provider accepted the
+request) and must be reconciled before they may be sent again; ``completed`` jobs are
+skipped when their files are still valid. ledger.json is always derived from this table.
+
+All access goes through one connection used from worker threads (``anyio.to_thread``),
+serialised by a one-slot ``CapacityLimiter``; readers in other processes (``pipeline
+status``) open their own connection and see committed rows thanks to WAL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from pipeline.jobs import Job
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    job TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    remote_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    submitted_at TEXT,
+    completed_at TEXT,
+    latency_s REAL,
+    images TEXT NOT NULL DEFAULT '[]',
+    cost TEXT,
+    usage TEXT NOT NULL DEFAULT '{}',
+    error TEXT,
+    flags TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS counters (
+    provider TEXT PRIMARY KEY,
+    requests INTEGER NOT NULL DEFAULT 0,
+    rate_limited INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def job_document(job: Job, model: str) -> dict[str, Any]:
+    """The job as stored (what the ledger shows of it)."""
+    return {
+        "provider": job.provider,
+        "model": model,
+        "prompt_id": job.prompt_id,
+        "prompt": job.prompt,
+        "params": job.params.as_dict(),
+        "variant": dict(job.variant),
+    }
+
+
+def fingerprint(doc: dict[str, Any]) -> str:
+    """Identity of what a job asks for; a changed fingerprint means a changed job."""
+    keyed = {k: doc[k] for k in ("provider", "prompt", "params")}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One row of the state table, decoded."""
+
+    id: str
+    seq: int
+    provider: str
+    fingerprint: str
+    job: dict[str, Any]
+    status: str
+    remote_id: str | None
+    attempts: int
+    submitted_at: str | None
+    completed_at: str | None
+    latency_s: float | None
+    images: list[dict[str, Any]] = field(default_factory=list)
+    cost: dict[str, Any] | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    flags: list[str] = field(default_factory=list)
+
+
+_COLUMNS = (
+    "id, seq, provider, fingerprint, job, status, remote_id, attempts, submitted_at, "
+    "completed_at, latency_s, images, cost, usage, error, flags"
+)
+
+
+def _decode(row: tuple[Any, ...]) -> JobRecord:
+    return JobRecord(
+        id=row[0],
+        seq=row[1],
+        provider=row[2],
+        fingerprint=row[3],
+        job=json.loads(row[4]),
+        status=row[5],
+        remote_id=row[6],
+        attempts=row[7],
+        submitted_at=row[8],
+        completed_at=row[9],
+        latency_s=row[10],
+        images=json.loads(row[11]),
+        cost=json.loads(row[12]) if row[12] else None,
+        usage=json.loads(row[13]),
+        error=json.loads(row[14]) if row[14] else None,
+        flags=json.loads(row[15]),
+    )
+
+
+def read_snapshot(path: Path) -> tuple[dict[str, str], list[JobRecord], dict[str, tuple[int, int]]]:
+    """Meta, records and counters, read from another process (WAL lets it run alongside)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq").fetchall()
+        counters = {
+            p: (r, rl)
+            for p, r, rl in conn.execute("SELECT provider, requests, rate_limited FROM counters")
+        }
+    finally:
+        conn.close()
+    return meta, [_decode(r) for r in rows], counters
+
+
+class StateStore:
+    """The state database of one output folder. Open with ``await StateStore.open(path)``."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock = anyio.CapacityLimiter(1)
+
+    @classmethod
+    async def open(cls, path: Path) -> StateStore:
+        def _open() -> sqlite3.Connection:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(SCHEMA)
+            return conn
+
+        return cls(await anyio.to_thread.run_sync(_open), path)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(fn, self._conn, limiter=self._lock)
+
+    async def _write(self, sql: str, args: Iterable[Any]) -> None:
+        params = tuple(args)
+        await self._run(lambda c: c.execute(sql, params))
+
+    async def close(self) -> None:
+        await self._run(lambda c: c.close())
+
+    # -- meta --------------------------------------------------------------------------
+
+    async def get_meta(self) -> dict[str, str]:
+        rows = await self._run(lambda c: c.execute("SELECT key, value FROM meta").fetchall())
+        return dict(rows)
+
+    async def set_meta(self, values: dict[str, str]) -> None:
+        def _set(c: sqlite3.Connection) -> None:
+            with c:
+                c.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    list(values.items()),
+                )
+
+        await self._run(_set)
+
+    # -- jobs --------------------------------------------------------------------------
+
+    async def sync_jobs(self, docs: list[tuple[str, dict[str, Any]]]) -> dict[str, JobRecord]:
+        """Insert jobs not yet known; return every record keyed by id.
+
+        A known id whose fingerprint changed (the manifest was edited) is archived under
+        ``<id>~<old fingerprint>`` with the ``superseded`` flag, and starts afresh.
+        """
+
+        def _sync(c: sqlite3.Connection) -> dict[str, JobRecord]:
+            existing = {
+                r[0]: (r[1], r[2])
+                for r in c.execute("SELECT id, fingerprint, seq FROM jobs").fetchall()
+            }
+            next_seq = max((s for _, s in existing.values()), default=-1) + 1
+            with c:
+                for seq, (job_id, doc) in enumerate(docs):
+                    fp = fingerprint(doc)
+                    if job_id in existing:
+                        if existing[job_id][0] == fp:
+                            continue
+                        old_fp = existing[job_id][0]
+                        c.execute(
+                            "UPDATE jobs SET id = ?, flags = json_insert(flags, '$[#]', "
+                            "'superseded') WHERE id = ?",
+                            (f"{job_id}~{old_fp[:8]}", job_id),
+                        )
+                    archived = f"{job_id}~{fp[:8]}"
+                    if archived in existing:
+                        # Edited back to an earlier version: its work is still good.
+                        c.execute(
+                            "UPDATE jobs SET id = ?, flags = (SELECT json_group_array(value) "
+                            "FROM json_each(flags) WHERE value != 'superseded') WHERE id = ?",
+                            (job_id, archived),
+                        )
+                        continue
+                    c.execute(
+                        "INSERT INTO jobs(id, seq, provider, fingerprint, job) VALUES (?,?,?,?,?)",
+                        (job_id, next_seq + seq, doc["provider"], fp, json.dumps(doc)),
+                    )
+            rows = c.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq").fetchall()
+            return {r[0]: _decode(r) for r in rows}
+
+        return await self._run(_sync)
+
+    async def records(self) -> list[JobRecord]:
+        rows = await self._run(
+            lambda c: c.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq").fetchall()
+        )
+        return [_decode(r) for r in rows]
+
+    async def mark_intent(self, job_id: str) -> None:
+        """Committed before the submit request is sent."""
+        await self._write(
+            "UPDATE jobs SET status = 'intent', attempts = attempts + 1, error = NULL, "
+            "remote_id = NULL WHERE id = ?",
+            (job_id,),
+        )
+
+    async def mark_submitted(
+        self, job_id: str, remote_id: str, at: str, usage: dict[str, Any]
+    ) -> None:
+        """Committed as soon as the submit returns, before anything else happens."""
+        await self._write(
+            "UPDATE jobs SET status = 'submitted', remote_id = ?, submitted_at = ?, usage = ? "
+            "WHERE id = ?",
+            (remote_id, at, json.dumps(usage), job_id),
+        )
+
+    async def mark_completed(
+        self,
+        job_id: str,
+        *,
+        at: str,
+        latency_s: float | None,
+        images: list[dict[str, Any]],
+        cost: dict[str, Any],
+        usage: dict[str, Any],
+    ) -> None:
+        """Committed only once every image is on disk and verified."""
+        await self._write(
+            "UPDATE jobs SET status = 'completed', completed_at = ?, latency_s = ?, images = ?, "
+            "cost = ?, usage = ?, error = NULL WHERE id = ?",
+            (at, latency_s, json.dumps(images), json.dumps(cost), json.dumps(usage), job_id),
+        )
+
+    async def mark_failed(
+        self,
+        job_id: str,
+        *,
+        at: str,
+        error: dict[str, Any],
+        cost: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
+    ) -> None:
+        await self._write(
+            "UPDATE jobs SET status = 'failed', completed_at = ?, error = ?, "
+            "cost = COALESCE(?, cost), usage = COALESCE(?, usage) WHERE id = ?",
+            (
+                at,
+                json.dumps(error),
+                json.dumps(cost) if cost is not None else None,
+                json.dumps(usage) if usage is not None else None,
+                job_id,
+            ),
+        )
+
+    async def note_error(self, job_id: str, error: dict[str, Any]) -> None:
+        """Record an error without changing the job's status."""
+        await self._write("UPDATE jobs SET error = ? WHERE id = ?", (json.dumps(error), job_id))
+
+    async def add_flag(self, job_id: str, flag: str) -> None:
+        await self._write(
+            "UPDATE jobs SET flags = json_insert(flags, '$[#]', ?) "
+            "WHERE id = ? AND NOT EXISTS (SELECT 1 FROM json_each(flags) WHERE value = ?)",
+            (flag, job_id, flag),
+        )
+
+    async def add_counters(self, provider: str, requests: int, rate_limited: int) -> None:
+        await self._write(
+            "INSERT INTO counters(provider, requests, rate_limited) VALUES (?, ?, ?) "
+            "ON CONFLICT(provider) DO UPDATE SET requests = requests + excluded.requests, "
+            "rate_limited = rate_limited + excluded.rate_limited",
+            (provider, requests, rate_limited),
+        )
+
+    async def counters(self) -> dict[str, tuple[int, int]]:
+        rows = await self._run(
+            lambda c: c.execute("SELECT provider, requests, rate_limited FROM counters").fetchall()
+        )
+        return {p: (r, rl) for p, r, rl in rows}
