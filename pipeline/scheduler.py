@@ -22,7 +22,13 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from pipeline.budget import BudgetGuard, Reservation
 from pipeline.clock import Clock
-from pipeline.errors import BudgetExhausted, DownloadError, OutcomeUnknown, ProviderError
+from pipeline.errors import (
+    BudgetExhausted,
+    DownloadError,
+    OutcomeUnknown,
+    ProviderError,
+    TaskFailed,
+)
 from pipeline.jobs import Batch, Job
 from pipeline.lane import Lane, LaneStopped
 from pipeline.providers.base import TaskState, TaskStatus
@@ -43,7 +49,14 @@ def _error(code: str, message: str, http_status: int | None = None) -> dict[str,
 
 
 def _provider_error(exc: ProviderError) -> dict[str, object]:
-    return _error(exc.code, exc.message, exc.http_status)
+    """The ledger's error: the pipeline's code for classes with a pipeline meaning (auth,
+    insufficient_credits, timeout...), the provider's own code otherwise; the provider's
+    code is always kept."""
+    generic = type(exc) in (ProviderError, TaskFailed)
+    error = _error(exc.code if generic else type(exc).default_code, exc.message, exc.http_status)
+    if not generic and exc.code != error["code"]:
+        error["provider_code"] = exc.code
+    return error
 
 
 def _cost_dict(cost: Cost) -> dict[str, object]:
@@ -158,6 +171,8 @@ class Scheduler:
         started = self.clock.now()
         lane.counters.in_flight += 1
         try:
+            for flag in item.flags:
+                await self.state.add_flag(job.id, flag)
             if item.remote_id is not None:
                 status = TaskStatus(remote_id=item.remote_id, state=TaskState.QUEUED)
                 deadline = max(lane.settings.job_timeout_s, REATTACH_MIN_DEADLINE_S)
@@ -171,8 +186,6 @@ class Scheduler:
                 except BudgetExhausted as exc:
                     self.stop_submitting(str(exc))
                     return None
-                for flag in item.flags:
-                    await self.state.add_flag(job.id, flag)
                 submitted = await self._submit(lane, job)
                 if submitted is None:
                     self.budget.settle(reservation, None)
