@@ -21,7 +21,7 @@ async def test_batch_completes_with_verified_images_and_costs(
     prompts = [("wavespeed", f"cat {i}") for i in range(6)]
     prompts += [("skills_video", f"dog {i}") for i in range(6)]
     batch = make_batch(tmp_path, prompts, n=2)
-    outcome, doc, interrupted = await run_batch(batch, emulator_options(emulator))
+    outcome, _doc, interrupted = await run_batch(batch, emulator_options(emulator))
     assert (outcome.completed, outcome.failed, outcome.pending) == (12, 0, 0)
     assert exit_code(outcome, interrupted) == 0
     ledger = check_images_match_ledger(tmp_path)
@@ -36,10 +36,13 @@ async def test_batch_completes_with_verified_images_and_costs(
         assert job["cost"]["basis"] == (
             "price_table" if job["provider"] == "wavespeed" else "reported"
         )
-        assert job["remote_id"] and job["attempts"] == 1
+        assert job["remote_id"]
+        assert job["attempts"] == 1
     stats = emulator.stats()
-    assert stats.wavespeed.submits == 6 and stats.skills_video.submits == 6
-    assert stats.wavespeed.duplicate_submits == 0 and stats.skills_video.duplicate_submits == 0
+    assert stats.wavespeed.submits == 6
+    assert stats.skills_video.submits == 6
+    assert stats.wavespeed.duplicate_submits == 0
+    assert stats.skills_video.duplicate_submits == 0
     # The ledger's request counts are the requests the emulator saw.
     assert ws["requests"] == stats.wavespeed.requests
 
@@ -119,7 +122,8 @@ async def test_budget_stops_submitting_and_is_never_exceeded(
     )
     outcome, doc, interrupted = await run_batch(batch, emulator_options(emulator))
     assert exit_code(outcome, interrupted) == 3
-    assert outcome.completed == 3 and outcome.pending == 7
+    assert outcome.completed == 3
+    assert outcome.pending == 7
     assert doc["totals"]["cost_usd"] <= 0.10  # type: ignore[index]
     assert emulator.stats().wavespeed.submits == 3
 

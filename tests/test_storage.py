@@ -1,0 +1,134 @@
+"""Image downloads against a real local HTTP server: checks, atomic writes, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from pipeline.errors import DownloadError
+from pipeline.storage import Downloader, sniff_format
+
+pytestmark = pytest.mark.anyio
+
+
+def _png(w: int = 40, h: int = 30) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (200, 10, 10)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def _truncated(request: web.Request) -> web.StreamResponse:
+    body = _png()
+    resp = web.StreamResponse(headers={"Content-Length": str(len(body))})
+    await resp.prepare(request)
+    await resp.write(body[: len(body) // 2])
+    assert request.transport is not None
+    request.transport.close()
+    return resp
+
+
+@pytest.fixture
+async def image_server() -> AsyncIterator[str]:
+    """Serves a good PNG, a JPEG, a truncated PNG, an HTML page, a 503 and a big file."""
+    app = web.Application()
+    jpeg = io.BytesIO()
+    Image.new("RGB", (16, 9)).save(jpeg, "JPEG")
+    routes = {
+        "/good.png": web.Response(body=_png(), content_type="image/png"),
+        "/photo.jpg": web.Response(body=jpeg.getvalue(), content_type="image/jpeg"),
+        "/page.html": web.Response(text="<html>nope</html>", content_type="text/html"),
+        "/busy": web.Response(status=503),
+        "/big.png": web.Response(body=_png() + b"\0" * 5000),
+    }
+
+    def reply(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            template = routes[path]
+            return web.Response(
+                body=template.body, status=template.status, content_type=template.content_type
+            )
+
+        return handler
+
+    for path in routes:
+        app.router.add_get(path, reply(path))
+    app.router.add_get("/cut.png", _truncated)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def downloader(tmp_path: Path) -> AsyncIterator[Downloader]:
+    """A downloader writing under tmp_path with a 4 KB cap."""
+    async with aiohttp.ClientSession() as session:
+        yield Downloader(tmp_path, session=session, max_bytes=4096, timeout_s=5)
+
+
+async def test_good_image_is_stored_with_its_facts(
+    image_server: str, downloader: Downloader, tmp_path: Path
+) -> None:
+    """A PNG lands under images/ with sha256, size and dimensions recorded."""
+    stored = await downloader.fetch(f"{image_server}/good.png", "job-1")
+    data = (tmp_path / "images" / "job-1.png").read_bytes()
+    assert stored.path == "images/job-1.png"
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert (stored.width, stored.height, stored.format, stored.bytes) == (40, 30, "png", len(data))
+
+
+async def test_extension_follows_the_bytes(image_server: str, downloader: Downloader) -> None:
+    """A JPEG is saved as .jpg whatever was asked for."""
+    stored = await downloader.fetch(f"{image_server}/photo.jpg", "job-2")
+    assert stored.path.endswith(".jpg")
+    assert stored.format == "jpeg"
+
+
+@pytest.mark.parametrize(
+    ("path", "retryable", "match"),
+    [
+        ("/cut.png", True, "truncated|download failed"),
+        ("/page.html", False, "not a png"),
+        ("/busy", True, "HTTP 503"),
+        ("/big.png", False, "cap"),
+    ],
+)
+async def test_bad_downloads_leave_no_file(
+    image_server: str,
+    downloader: Downloader,
+    tmp_path: Path,
+    path: str,
+    retryable: bool,
+    match: str,
+) -> None:
+    """Truncated, non-image, failing and oversized downloads raise and leave nothing."""
+    with pytest.raises(DownloadError, match=match) as info:
+        await downloader.fetch(f"{image_server}{path}", "bad")
+    assert info.value.retryable is retryable
+    assert list((tmp_path / "images").iterdir()) == []
+
+
+async def test_only_http_urls(downloader: Downloader) -> None:
+    """file:// and other schemes are refused before any I/O."""
+    with pytest.raises(DownloadError, match="not http"):
+        await downloader.fetch("file:///etc/passwd", "x")
+
+
+def test_sniff_format() -> None:
+    """Magic bytes identify png, jpeg and webp and nothing else."""
+    assert sniff_format(b"\x89PNG\r\n\x1a\n....") == "png"
+    assert sniff_format(b"\xff\xd8\xff\xe0") == "jpeg"
+    assert sniff_format(b"RIFF\0\0\0\0WEBPVP8 ") == "webp"
+    assert sniff_format(b"GIF89a") is None
