@@ -1,17 +1,52 @@
-"""Provider adapters behind one Protocol, and the specs they share with the manifest."""
+"""Provider adapters behind one Protocol, and the specs they share with the manifest.
+
+The adapters (and so aiohttp) load on first use of their names, so code that needs only the
+specs or the Protocol (the manifest loader, ``pipeline plan``) does not import aiohttp.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from pipeline.providers.base import ImageRef, ProviderAdapter, TaskState, TaskStatus
 from pipeline.providers.specs import PROVIDER_NAMES, SPECS, Cost, ProviderSpec
 
+if TYPE_CHECKING:
+    from pipeline.providers.registry import ADAPTERS, CancellableAdapter, create_adapter
+    from pipeline.providers.skills_video import RunningTask, SkillsVideoAdapter
+    from pipeline.providers.wavespeed import WaveSpeedAdapter
+
+_LAZY = {
+    "ADAPTERS": "pipeline.providers.registry",
+    "CancellableAdapter": "pipeline.providers.registry",
+    "create_adapter": "pipeline.providers.registry",
+    "RunningTask": "pipeline.providers.skills_video",
+    "SkillsVideoAdapter": "pipeline.providers.skills_video",
+    "WaveSpeedAdapter": "pipeline.providers.wavespeed",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
+    "ADAPTERS",
     "PROVIDER_NAMES",
     "SPECS",
+    "CancellableAdapter",
     "Cost",
     "ImageRef",
     "ProviderAdapter",
     "ProviderSpec",
+    "RunningTask",
+    "SkillsVideoAdapter",
     "TaskState",
     "TaskStatus",
+    "WaveSpeedAdapter",
+    "create_adapter",
 ]

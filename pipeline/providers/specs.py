@@ -58,8 +58,8 @@ class ProviderSpec:
     def estimate(self, params: JobParams, usd_per_credit: float | None = None) -> Cost:
         """Estimated cost of one job before it is sent (for plans and budget reservations)."""
         if self.usd_per_image is not None:
-            usd = round(self.usd_per_image[params.resolution] * params.n, 6)
-            return Cost(usd=usd, credits=None, basis="estimate")
+            price = round(self.usd_per_image[params.resolution] * params.n, 6)
+            return Cost(usd=price, credits=None, basis="estimate")
         assert self.credits_per_image is not None
         credits = self.credits_per_image[params.resolution] * params.n
         usd = round(credits * usd_per_credit, 6) if usd_per_credit is not None else None

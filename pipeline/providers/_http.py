@@ -1,0 +1,247 @@
+"""The adapters' one HTTP helper: every aiohttp failure and HTTP error is mapped here.
+
+Network failures (``creates_task`` is true only for a submit):
+
+=====================================  ==========================  ===========================
+what happened                          submit                      poll / cancel / list
+=====================================  ==========================  ===========================
+connect failed (``ClientConnector*``)  ProviderUnreachable, retry  ProviderUnreachable, retry
+  (a TLS certificate failure: final)
+connect timed out (never sent)         ProviderTimeout, retry      ProviderTimeout, retry
+timed out after sending                OutcomeUnknown, no retry    ProviderTimeout, retry
+disconnected / reset after sending     OutcomeUnknown, no retry    ProviderUnreachable, retry
+2xx with an unreadable body            OutcomeUnknown (bad_resp.)  ProviderError bad_response,
+                                                                   retry
+=====================================  ==========================  ===========================
+
+HTTP error answers (body parsed for the provider's ``code``/``message``; at most 64 KiB read):
+
+- 402, or a code/message saying insufficient credits/balance -> ``InsufficientCredits``
+- 401, 403 -> ``AuthError``; 429 -> ``RateLimited(retry_after)`` from ``Retry-After``
+- 408 -> ``ProviderTimeout`` (retryable); other 4xx (400, 404, 422...) -> ``ProviderError``,
+  not retryable, with the provider's code (``http_<status>`` when it sent none)
+- 5xx -> ``ProviderError``, retryable; 3xx (redirects are not followed) -> final.
+
+Submit decision: both APIs hand out a task id only in a 200 answer, so an HTTP error answer
+from the provider itself means no task was created and retrying the submit is safe. The one
+exception is a 502/504 whose body is not the provider's JSON: that comes from a gateway which
+gave up waiting for the provider, which may have created the task, so it is ``OutcomeUnknown``.
+
+No message ever contains the API key (it is redacted even if a server echoes it back).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from pipeline.errors import (
+    AuthError,
+    InsufficientCredits,
+    OutcomeUnknown,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnreachable,
+    RateLimited,
+)
+from pipeline.providers._body import ErrorBody, bad_response, parse_error_body, text_snippet
+
+MAX_ERROR_BODY = 64 * 1024
+MAX_BODY = 8 * 1024 * 1024
+_CONNECT_TIMEOUT_S = 10.0
+_INSUFFICIENT = re.compile(r"insufficient[ _-]?(credit|balance|fund)", re.IGNORECASE)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
+
+    Returns ``None`` when absent or invalid; a date in the past gives ``0.0``.
+    """
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 and seconds != float("inf") else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def error_for_status(
+    provider: str,
+    status: int,
+    body: ErrorBody,
+    *,
+    retry_after: float | None = None,
+    creates_task: bool = False,
+) -> ProviderError:
+    """The pipeline error for an HTTP error answer (see the module docstring's table)."""
+    code = body.code
+    message = body.message or f"HTTP {status} with no message"
+    kw: dict[str, Any] = {"provider": provider, "http_status": status}
+    if status == 402 or _INSUFFICIENT.search(f"{code or ''} {body.message or ''}"):
+        return InsufficientCredits(message, code=code, **kw)
+    if status in (401, 403):
+        return AuthError(message, code=code, **kw)
+    if status == 429:
+        return RateLimited(message, retry_after=retry_after, code=code, **kw)
+    if status == 408:
+        return ProviderTimeout(message, code=code, **kw)
+    fallback = code or f"http_{status}"
+    if status >= 500:
+        if creates_task and status in (502, 504) and not body.structured:
+            return OutcomeUnknown(
+                f"gateway error, the task may exist: {message}", code=fallback, **kw
+            )
+        return ProviderError(message, code=fallback, retryable=True, **kw)
+    return ProviderError(message, code=fallback, retryable=False, **kw)
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of the body, and whether there was more."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await response.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    data = b"".join(chunks)
+    return data[:limit], len(data) > limit
+
+
+class HttpClient:
+    """JSON over HTTP for one provider, with the error mapping above.
+
+    Owns its ``aiohttp.ClientSession`` (created on first use) unless one is passed in.
+    The API key is sent per request, so a shared session never carries it.
+    """
+
+    __slots__ = ("_api_key", "_base_url", "_owns_session", "_provider", "_session", "_timeout")
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        base_url: str,
+        api_key: str,
+        session: aiohttp.ClientSession | None = None,
+        request_timeout_s: float = 30.0,
+    ) -> None:
+        self._provider = provider
+        self._base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._session = session
+        self._owns_session = session is None
+        self._timeout = aiohttp.ClientTimeout(
+            total=request_timeout_s, sock_connect=min(_CONNECT_TIMEOUT_S, request_timeout_s)
+        )
+
+    def __repr__(self) -> str:
+        return f"HttpClient({self._provider!r}, {self._base_url!r})"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+    def _network_error(self, exc: Exception, *, creates_task: bool) -> ProviderError:
+        kw: dict[str, Any] = {"provider": self._provider}
+        detail = self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            # The TCP/TLS connection was never made: nothing was sent. A TLS failure
+            # (bad certificate) will not fix itself, so it is final.
+            return ProviderUnreachable(
+                f"cannot connect to {self._base_url}: {detail}",
+                retryable=not isinstance(exc, aiohttp.ClientSSLError),
+                **kw,
+            )
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return ProviderTimeout(f"connecting to {self._base_url} timed out", **kw)
+        if isinstance(exc, aiohttp.InvalidURL):
+            return ProviderError(f"invalid URL: {detail}", code="invalid_url", **kw)
+        timed_out = isinstance(exc, TimeoutError)
+        if creates_task:
+            what = "timed out" if timed_out else "failed"
+            return OutcomeUnknown(f"submit {what} after sending; a task may exist: {detail}", **kw)
+        if timed_out:
+            return ProviderTimeout(f"no answer in time: {detail}", **kw)
+        return ProviderUnreachable(f"connection failed: {detail}", **kw)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        creates_task: bool = False,
+    ) -> object:
+        """Send one request and return the decoded JSON body of a 2xx answer.
+
+        Raises the ``ProviderError`` subclass the module table gives; never an aiohttp error.
+        """
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
+        try:
+            async with self._session.request(
+                method,
+                self._base_url + path,
+                json=json_body,
+                params=params,
+                headers=headers,
+                timeout=self._timeout,
+                # A redirected POST turns into a GET; providers do not redirect API calls.
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                limit = MAX_BODY if status < 300 else MAX_ERROR_BODY
+                raw, truncated = await _read_capped(response, limit)
+                retry_after_header = response.headers.get("Retry-After")
+        except aiohttp.ClientError as exc:
+            raise self._network_error(exc, creates_task=creates_task) from exc
+        except TimeoutError as exc:
+            raise self._network_error(exc, creates_task=creates_task) from exc
+        if status >= 300:
+            body = parse_error_body(raw)
+            if body.message is not None:
+                body = ErrorBody(body.code, self._redact(body.message), body.structured)
+            raise error_for_status(
+                self._provider,
+                status,
+                body,
+                retry_after=parse_retry_after(retry_after_header),
+                creates_task=creates_task,
+            )
+        if truncated:
+            raise bad_response(
+                self._provider, f"response body over {MAX_BODY} bytes", creates_task=creates_task
+            )
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            snippet = self._redact(text_snippet(raw) or "empty body")
+            raise bad_response(
+                self._provider, f"response is not JSON: {snippet}", creates_task=creates_task
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close the session if this client created it."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None

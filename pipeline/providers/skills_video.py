@@ -1,0 +1,264 @@
+"""skills.video v1 adapter for Kling O3 Image.
+
+Wire: ``POST /api/v1/generation/kling-ai/o3-image``, ``GET /api/v1/generation/{id}``,
+``GET /api/v1/generations/running?limit=``. A generation is ``{id, status, input, data,
+usage, code, message}``; ``data`` is null until completed, then holds ``images[]`` (and
+``image``, the first one). There is no cancel endpoint.
+
+Status -> :class:`TaskState`, both documented spellings, case-insensitive: ``IN_QUEUE`` /
+``starting`` -> QUEUED; ``IN_PROGRESS`` / ``processing`` -> RUNNING; ``COMPLETED`` /
+``succeeded`` -> COMPLETED; ``FAILED`` / ``CANCELED`` / ``CANCELLED`` (any case) -> FAILED.
+An unknown status reads as RUNNING (the job timeout still bounds it).
+
+A failed generation's ``error_code`` is its ``code`` (else the status). Retryable
+(``TaskStatus.retryable``), by the code's suffix:
+
+=====================================================  =========  =========================
+code                                                   retryable  why
+=====================================================  =========  =========================
+``*_CONTENT_REJECTED``, ``*_INVALID_INPUT``,           no         the same request fails
+``*_UNSUPPORTED_MODEL``, ``*_INSUFFICIENT_CREDITS``               again
+``*FAILED`` (``IMAGE_GENERATION_FAILED``,              yes        transient; the scheduler
+``*_UPSTREAM_FAILED``), ``*TIMEOUT``, ``*UNAVAILABLE``,           caps attempts
+``*RATE_LIMITED``, ``*INTERNAL_ERROR``
+cancelled, no code, anything else                      no         deliberate or unknown
+=====================================================  =========  =========================
+
+Cost is what the provider reported: ``usage.total`` credits (x ``usd_per_credit`` when
+known), basis ``reported``; without usage, the spec's estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from pipeline.jobs import Job
+from pipeline.providers._body import Fields, bad_response
+from pipeline.providers._http import HttpClient
+from pipeline.providers.base import ImageRef, TaskState, TaskStatus
+from pipeline.providers.specs import SKILLS_VIDEO, Cost, ProviderSpec
+
+SUBMIT_PATH = "/api/v1/generation/kling-ai/o3-image"
+POLL_PATH = "/api/v1/generation/{id}"
+RUNNING_PATH = "/api/v1/generations/running"
+
+_STATES: dict[str, TaskState] = {
+    **dict.fromkeys(("in_queue", "starting"), TaskState.QUEUED),
+    **dict.fromkeys(("in_progress", "processing"), TaskState.RUNNING),
+    **dict.fromkeys(("completed", "succeeded"), TaskState.COMPLETED),
+    **dict.fromkeys(("failed", "canceled", "cancelled"), TaskState.FAILED),
+}
+FINAL_SUFFIXES = ("CONTENT_REJECTED", "INVALID_INPUT", "UNSUPPORTED_MODEL", "INSUFFICIENT_CREDITS")
+RETRYABLE_SUFFIXES = ("FAILED", "TIMEOUT", "UNAVAILABLE", "RATE_LIMITED", "INTERNAL_ERROR")
+
+
+def request_for(job: Job) -> dict[str, Any]:
+    """The JSON body that submits ``job``. Pure; raises nothing."""
+    p = job.params
+    body: dict[str, Any] = {
+        "prompt": job.prompt,
+        "resolution": p.resolution.upper(),
+        "aspect_ratio": p.aspect_ratio,
+        "output_format": p.output_format,
+        "n": p.n,
+    }
+    if p.image_urls:
+        body["image_urls"] = list(p.image_urls)
+    return body
+
+
+def failure_retryable(code: str | None) -> bool:
+    """Whether a failed generation with this ``code`` may succeed when run again."""
+    if not code:
+        return False
+    upper = code.upper()
+    if upper.endswith(FINAL_SUFFIXES):
+        return False
+    return upper.endswith(RETRYABLE_SUFFIXES)
+
+
+def _image(item: Fields) -> ImageRef:
+    return ImageRef(
+        url=item.req_str("url"),
+        width=item.opt_int("width"),
+        height=item.opt_int("height"),
+        content_type=item.opt_str("content_type"),
+    )
+
+
+def _state(gen: Fields) -> tuple[str, TaskState]:
+    status = gen.req_str("status")
+    return status, _STATES.get(status.lower(), TaskState.RUNNING)
+
+
+def _usage(gen: Fields) -> dict[str, Any]:
+    usage = gen.opt_obj("usage")
+    return dict(usage.raw) if usage is not None else {}
+
+
+def parse_generation(gen: Fields) -> TaskStatus:
+    """A generation object as a :class:`TaskStatus`.
+
+    Raises ``ProviderError(code="bad_response")`` when ``id``/``status`` is missing or
+    ill-typed, or a completed generation has no readable images.
+    """
+    remote_id = gen.req_str("id")
+    status, state = _state(gen)
+    usage = _usage(gen)
+    if state is TaskState.COMPLETED:
+        data = gen.opt_obj("data")
+        if data is None:
+            raise gen.error("response.data is missing on a completed generation")
+        items = data.objects("images")
+        if items is None:
+            single = data.opt_obj("image")
+            items = [single] if single is not None else None
+        if items is None:
+            raise gen.error("response.data has neither images nor image")
+        images = tuple(_image(item) for item in items)
+        return TaskStatus(remote_id=remote_id, state=state, images=images, usage=usage)
+    if state is TaskState.FAILED:
+        code = gen.opt_str("code")
+        return TaskStatus(
+            remote_id=remote_id,
+            state=state,
+            usage=usage,
+            error_code=code or status,
+            error_message=gen.opt_str("message") or gen.opt_str("error"),
+            retryable=failure_retryable(code),
+        )
+    return TaskStatus(remote_id=remote_id, state=state, usage=usage)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningTask:
+    """A generation from the running list, with the normalised ``input`` it was sent."""
+
+    remote_id: str
+    state: TaskState
+    input: dict[str, Any] = field(default_factory=dict, hash=False)
+    usage: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def matches(self, job: Job) -> bool:
+        """Whether this task could be ``job``'s submit: same prompt, and no field the
+        provider echoed contradicts the job. (``resolution`` may come back normalised,
+        e.g. ``1024x1024``, so only a ``1K``/``2K`` spelling is compared.)"""
+        if self.input.get("prompt") != job.prompt:
+            return False
+        sent = request_for(job)
+        for key in ("aspect_ratio", "output_format", "n", "image_urls"):
+            echoed = self.input.get(key)
+            if echoed is not None and echoed != sent.get(key):
+                return False
+        res = self.input.get("resolution")
+        res = res.upper() if isinstance(res, str) else None
+        return res not in ("1K", "2K") or res == sent["resolution"]
+
+
+def _running_items(answer: object) -> list[Fields]:
+    items = answer
+    if isinstance(answer, dict):
+        # Tolerate a wrapped list ({data: [...]}) as well as the documented bare list.
+        wrapped = (answer.get(k) for k in ("data", "items", "generations"))
+        items = next((v for v in wrapped if isinstance(v, list)), None)
+    if not isinstance(items, list):
+        raise bad_response(
+            SKILLS_VIDEO.name, "running list: expected a list of generations", creates_task=False
+        )
+    root = Fields({}, provider=SKILLS_VIDEO.name)
+    return [root.child(item, f"running[{i}]") for i, item in enumerate(items)]
+
+
+class SkillsVideoAdapter:
+    """Submit, poll, list and cost Kling O3 Image generations on skills.video.
+
+    Raises only ``ProviderError`` subclasses (see :mod:`pipeline.providers._http`).
+    """
+
+    spec: ProviderSpec = SKILLS_VIDEO
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        session: aiohttp.ClientSession | None = None,
+        usd_per_credit: float | None = None,
+        request_timeout_s: float = 30.0,
+    ) -> None:
+        self.usd_per_credit = usd_per_credit
+        self._http = HttpClient(
+            provider=self.spec.name,
+            base_url=base_url,
+            api_key=api_key,
+            session=session,
+            request_timeout_s=request_timeout_s,
+        )
+
+    def __repr__(self) -> str:
+        return f"SkillsVideoAdapter({self._http!r}, usd_per_credit={self.usd_per_credit})"
+
+    async def submit(self, job: Job) -> TaskStatus:
+        """Create the generation. Retryable errors only when none can exist; a lost reply
+        or an unreadable 200 raises ``OutcomeUnknown`` (reconcile with :meth:`running`)."""
+        answer = await self._http.request(
+            "POST", SUBMIT_PATH, json_body=request_for(job), creates_task=True
+        )
+        return parse_generation(Fields(answer, provider=self.spec.name, creates_task=True))
+
+    async def poll(self, remote_id: str) -> TaskStatus:
+        """The generation's current status. Network and 5xx errors are retryable."""
+        answer = await self._http.request("GET", POLL_PATH.format(id=quote(remote_id, safe="")))
+        return parse_generation(Fields(answer, provider=self.spec.name))
+
+    async def running(self, limit: int = 100) -> list[RunningTask]:
+        """Generations still queued or running (``limit`` clamped to 1..100)."""
+        limit = max(1, min(100, limit))
+        answer = await self._http.request("GET", RUNNING_PATH, params={"limit": str(limit)})
+        tasks = []
+        for item in _running_items(answer):
+            _, state = _state(item)
+            given = item.opt_obj("input")
+            tasks.append(
+                RunningTask(
+                    remote_id=item.req_str("id"),
+                    state=state,
+                    input=dict(given.raw) if given is not None else {},
+                    usage=_usage(item),
+                )
+            )
+        return tasks
+
+    async def cancel(self, remote_id: str) -> bool:
+        """skills.video documents no cancel endpoint: always False, sends nothing."""
+        return False
+
+    def cost(self, job: Job, status: TaskStatus) -> Cost:
+        """Reported ``usage.total`` credits (and USD when ``usd_per_credit`` is known);
+        the spec's estimate when the provider reported no usable total."""
+        total = status.usage.get("total")
+        if isinstance(total, int | float) and not isinstance(total, bool) and total >= 0:
+            rate = self.usd_per_credit
+            usd = round(total * rate, 6) if rate is not None else None
+            return Cost(usd=usd, credits=float(total), basis="reported")
+        return self.spec.estimate(job.params, self.usd_per_credit)
+
+    async def aclose(self) -> None:
+        """Close the session if the adapter created it."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> SkillsVideoAdapter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
