@@ -181,7 +181,8 @@ def _print_summary(out: str, totals: dict[str, Any], outcome: Any, interrupted: 
 
 def _plan(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_manifest
-    from pipeline.plan import make_plan, plan_to_json, render_plan
+    from pipeline.plan import make_plan, plan_to_json
+    from pipeline.views import render_plan
 
     batch = load_manifest(args.manifest, output_dir=args.out)
     plan = make_plan(batch)
@@ -193,7 +194,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from pipeline.status import read_status, render_status
+    from pipeline.status import read_status
+    from pipeline.views import render_status
 
     doc = read_status(args.dir)
     if args.json:

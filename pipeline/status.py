@@ -59,25 +59,3 @@ def read_status(directory: str) -> dict[str, Any]:
         "providers": ledger["providers"],
         "failures": dict(failures),
     }
-
-
-def render_status(doc: dict[str, Any]) -> str:
-    t = doc["totals"]
-    lines = [
-        f"{doc['name']} ({doc['manifest']}), started {doc['started_at']}",
-        f"  {t['completed']}/{t['jobs']} completed, {t['failed']} failed, {t['pending']} pending "
-        f"({doc['in_flight']} at the provider); {t['images']} images; "
-        f"${t['cost_usd']:.3f}" + (f", {t['credits']:g} credits" if t["credits"] else ""),
-    ]
-    for name, p in doc["providers"].items():
-        lines.append(
-            f"  {name}: {p['completed']}/{p['jobs']} completed, {p['failed']} failed, "
-            f"${p['cost_usd']:.3f}, {p['requests']} requests, {p['rate_limited']} rate-limited"
-        )
-    if doc["failures"]:
-        lines.append("  failures:")
-        for code, group in sorted(doc["failures"].items(), key=lambda kv: -kv[1]["count"]):
-            lines.append(f"    {code}: {group['count']}")
-            for ex in group["examples"]:
-                lines.append(f"      {ex['id']}: {ex['message']}")
-    return "\n".join(lines)
