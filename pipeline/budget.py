@@ -61,6 +61,22 @@ class BudgetGuard:
             self.spent_usd += actual.usd or 0.0
             self.spent_credits += actual.credits or 0.0
 
+    def charge_unknown(self, estimate: Cost) -> None:
+        """Count a submit that may have been charged (its reply was lost) as spent.
+
+        Raises ``BudgetExhausted`` when spend and reservations now exceed a cap, so that
+        the job is not sent again."""
+        self.spent_usd += estimate.usd or 0.0
+        self.spent_credits += estimate.credits or 0.0
+        b = self.budget
+        if b.max_usd is not None and self.spent_usd + self.reserved_usd > b.max_usd + 1e-9:
+            raise BudgetExhausted(self._message("USD", self.spent_usd, b.max_usd))
+        if (
+            b.max_credits is not None
+            and self.spent_credits + self.reserved_credits > b.max_credits + 1e-9
+        ):
+            raise BudgetExhausted(self._message("credits", self.spent_credits, b.max_credits))
+
     @staticmethod
     def _message(unit: str, spent: float, cap: float) -> str:
         return f"budget reached: {spent:.4f} {unit} spent of {cap:g} {unit}"

@@ -59,7 +59,36 @@ def build_parser() -> argparse.ArgumentParser:
     emu = sub.add_parser("emulate", help="serve the provider emulator")
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=8787)
-    emu.add_argument("--latency", type=float, default=1.0, metavar="S")
+    emu.add_argument(
+        "--latency",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="mean task duration in seconds (0: done at once)",
+    )
+    emu.add_argument(
+        "--jitter",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="task durations vary uniformly by +-F x latency (default 0.5)",
+    )
+    emu.add_argument(
+        "--image-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="scale generated image sizes (default 1.0)",
+    )
+    emu.add_argument("--seed", type=int, default=0)
+    emu.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="inject a fault, e.g. submit_5xx=0.1, rate_429=0.05, max_rps=5, "
+        "max_concurrent=3, retry_after=1 (repeatable; see FaultProfile)",
+    )
 
     sub.add_parser("schema", help="print the manifest's JSON Schema")
     return p
@@ -208,7 +237,16 @@ def _status(args: argparse.Namespace) -> int:
 def _emulate(args: argparse.Namespace) -> int:
     from pipeline.emulator import EmulatorConfig, serve_forever
 
-    config = EmulatorConfig(latency_s=args.latency, latency_jitter=0.5)
+    try:
+        config = EmulatorConfig(
+            latency_s=args.latency,
+            latency_jitter=args.jitter,
+            image_scale=args.image_scale,
+            seed=args.seed,
+            faults=_fault_profile(args.fault),
+        )
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"emulate: {exc}") from exc
 
     def ready(url: str) -> None:
         print(f"emulator: serving wavespeed and skills_video at {url}", file=sys.stderr, flush=True)
@@ -216,6 +254,33 @@ def _emulate(args: argparse.Namespace) -> int:
     with suppress(KeyboardInterrupt):
         anyio.run(serve_forever, config, args.host, args.port, ready, backend="asyncio")
     return EXIT_OK
+
+
+def _fault_profile(items: list[str]) -> Any:
+    """``--fault name=value`` options -> a FaultProfile (values parsed by field type)."""
+    from dataclasses import fields
+
+    from pipeline.emulator import FaultProfile
+
+    types = {f.name: str(f.type) for f in fields(FaultProfile)}
+    values: dict[str, object] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in types:
+            raise UsageError(
+                f"--fault {item!r}: expected NAME=VALUE, NAME one of " + ", ".join(sorted(types))
+            )
+        kind = types[name]
+        try:
+            if "bool" in kind:
+                values[name] = raw.lower() in ("1", "true", "yes")
+            elif "int" in kind:
+                values[name] = int(raw)
+            else:
+                values[name] = float(raw)
+        except ValueError:
+            raise UsageError(f"--fault {item!r}: {raw!r} is not a number") from None
+    return FaultProfile(**values)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -168,6 +168,24 @@ class Lane:
             next_at = now + delay
         return status
 
+    async def find_submitted(self, job: Job, exclude: set[str]) -> TaskStatus | None:
+        """Look for a task the provider created for ``job`` although its submit reply was
+        lost (only where the API lists running tasks). ``exclude``: remote ids that
+        belong to other jobs."""
+        running = getattr(self.adapter, "running", None)
+        if running is None or self.stopped is not None:
+            return None
+        await self._request_slot()
+        try:
+            tasks = await running(100)
+        except ProviderError as exc:
+            self._on_error(exc)
+            return None
+        for task in tasks:
+            if task.remote_id not in exclude and task.matches(job):
+                return TaskStatus(remote_id=task.remote_id, state=task.state, usage=task.usage)
+        return None
+
     async def cancel(self, remote_id: str) -> None:
         """Best effort: delete a task the run gave up on, where the API allows it."""
         cancel = getattr(self.adapter, "cancel", None)

@@ -63,7 +63,18 @@ def job_entry(r: JobRecord) -> dict[str, Any]:
     }
     if r.flags:
         entry["flags"] = list(r.flags)
+    if r.duplicate_cost:
+        entry["possible_duplicate_cost"] = r.duplicate_cost
     return entry
+
+
+def spent(r: JobRecord) -> tuple[float, float]:
+    """USD and credits a job has cost, counting possible duplicate charges."""
+    cost = r.cost or {}
+    dup = r.duplicate_cost or {}
+    usd = (cost.get("usd") or 0.0) + (dup.get("usd") or 0.0)
+    credits = (cost.get("credits") or 0.0) + (dup.get("credits") or 0.0)
+    return usd, credits
 
 
 def _empty_totals() -> dict[str, Any]:
@@ -92,9 +103,7 @@ def build_ledger(
         entry = job_entry(r)
         jobs.append(entry)
         p = providers.setdefault(r.provider, {**_empty_totals(), "requests": 0, "rate_limited": 0})
-        cost = r.cost or {}
-        usd = cost.get("usd") or 0.0
-        credits = cost.get("credits") or 0.0
+        usd, credits = spent(r)
         for bucket in (totals, p):
             bucket["cost_usd"] += usd
             bucket["credits"] += credits

@@ -21,7 +21,7 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.errors import UsageError
 from pipeline.jobs import Batch
 from pipeline.lane import Lane
-from pipeline.ledger import LedgerHeader, build_ledger, write_json_atomic
+from pipeline.ledger import LedgerHeader, build_ledger, spent, write_json_atomic
 from pipeline.providers.registry import create_adapter
 from pipeline.providers.specs import SPECS
 from pipeline.scheduler import RunOutcome, Scheduler, plan_work, utcnow
@@ -139,8 +139,8 @@ async def run_batch(
         docs = [(j.id, job_document(j, SPECS[j.provider].model)) for j in batch.jobs]
         records = await state.sync_jobs(docs)
         work = plan_work(batch, records, retry_failed=options.retry_failed)
-        spent_usd = sum((r.cost or {}).get("usd") or 0.0 for r in records.values())
-        spent_credits = sum((r.cost or {}).get("credits") or 0.0 for r in records.values())
+        spent_usd = sum(spent(r)[0] for r in records.values())
+        spent_credits = sum(spent(r)[1] for r in records.values())
         budget = batch.budget
         if options.max_usd is not None:
             budget = replace(budget, max_usd=options.max_usd)

@@ -37,6 +37,8 @@ from pipeline.state import JobRecord, StateStore
 from pipeline.storage import Downloader, StoredImage
 
 DOWNLOAD_ATTEMPTS = 4
+MAX_UNKNOWN_OUTCOMES = 2
+RECONCILE_DELAY_S = 1.0
 REATTACH_MIN_DEADLINE_S = 60.0
 
 
@@ -65,9 +67,13 @@ def _cost_dict(cost: Cost) -> dict[str, object]:
 
 @dataclass(slots=True)
 class WorkItem:
+    """A job to run. ``remote_id``: reattach to that task. ``unknown``: an earlier submit
+    may have created a task (the process died before recording the reply)."""
+
     job: Job
     remote_id: str | None = None
     flags: tuple[str, ...] = ()
+    unknown: bool = False
 
 
 @dataclass(slots=True)
@@ -114,6 +120,8 @@ class Scheduler:
         self._on_change = on_change
         self._downloads = download_concurrency
         self.stop_reason: str | None = None
+        # Remote ids known to belong to a job: reconciliation never adopts them twice.
+        self.claimed: set[str] = set()
 
     def stop_submitting(self, reason: str) -> None:
         """No new submits from now on; work in flight carries on."""
@@ -186,7 +194,11 @@ class Scheduler:
                 except BudgetExhausted as exc:
                     self.stop_submitting(str(exc))
                     return None
-                submitted = await self._submit(lane, job)
+                submitted = None
+                if item.unknown:
+                    submitted = await self._reconcile(lane, job)
+                if submitted is None:
+                    submitted = await self._submit(lane, job, possible_duplicate=item.unknown)
                 if submitted is None:
                     self.budget.settle(reservation, None)
                     return None
@@ -224,20 +236,52 @@ class Scheduler:
             self.budget.settle(reservation, None)
         return None
 
-    async def _submit(self, lane: Lane, job: Job) -> TaskStatus | None:
-        """Intent, submit, record: the write-ahead protocol of ``pipeline.state``."""
-        await self.state.mark_intent(job.id)
-        try:
-            status = await lane.submit(job)
-        except OutcomeUnknown as exc:
-            # The provider may have created (and charged) a task. It stays in 'intent'
-            # and is reconciled on the next run rather than blindly sent again.
-            await self.state.note_error(job.id, _provider_error(exc))
+    async def _submit(self, lane: Lane, job: Job, *, possible_duplicate: bool) -> TaskStatus | None:
+        """Intent, submit, record: the write-ahead protocol of ``pipeline.state``.
+
+        A submit whose reply was lost is reconciled (where the provider lists running
+        tasks) and otherwise sent again, flagged ``possible_duplicate`` with its estimated
+        cost counted as spent. Returns None when the job is left for a later run.
+        """
+        for _ in range(MAX_UNKNOWN_OUTCOMES + 1):
+            if possible_duplicate:
+                estimate = lane.adapter.spec.estimate(job.params, lane.settings.usd_per_credit)
+                await self.state.add_flag(job.id, "possible_duplicate")
+                await self.state.add_duplicate_cost(
+                    job.id, estimate.usd or 0.0, estimate.credits or 0.0
+                )
+                try:
+                    self.budget.charge_unknown(estimate)
+                except BudgetExhausted as exc:
+                    self.stop_submitting(str(exc))
+                    return None
+            await self.state.mark_intent(job.id)
+            try:
+                status = await lane.submit(job)
+            except OutcomeUnknown as exc:
+                await self.state.note_error(job.id, _provider_error(exc))
+                await self.clock.sleep(RECONCILE_DELAY_S)
+                found = await self._reconcile(lane, job)
+                if found is not None:
+                    return found
+                possible_duplicate = True
+                continue
+            await self.state.mark_submitted(job.id, status.remote_id, utcnow(), status.usage)
+            self.claimed.add(status.remote_id)
             await self._changed()
+            return status
+        return None
+
+    async def _reconcile(self, lane: Lane, job: Job) -> TaskStatus | None:
+        """Adopt the task an unrecorded submit created, if the provider can tell us."""
+        found = await lane.find_submitted(job, self.claimed)
+        if found is None:
             return None
-        await self.state.mark_submitted(job.id, status.remote_id, utcnow(), status.usage)
+        self.claimed.add(found.remote_id)
+        await self.state.mark_submitted(job.id, found.remote_id, utcnow(), found.usage)
+        await self.state.add_flag(job.id, "reconciled")
         await self._changed()
-        return status
+        return found
 
     async def _fail(
         self, lane: Lane, job: Job, error: dict[str, object], usage: dict[str, object] | None = None
@@ -323,7 +367,7 @@ def plan_work(batch: Batch, records: dict[str, JobRecord], *, retry_failed: bool
         elif rec.status == "submitted" and rec.remote_id:
             reattach.append(WorkItem(job, remote_id=rec.remote_id))
         elif rec.status == "intent":
-            work.append(WorkItem(job, flags=("possible_duplicate",)))
+            work.append(WorkItem(job, unknown=True))
         elif rec.status == "failed" and retry_failed:
             work.append(WorkItem(job))
         elif rec.status == "completed" and not _files_present(batch, rec):

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     cost TEXT,
     usage TEXT NOT NULL DEFAULT '{}',
     error TEXT,
-    flags TEXT NOT NULL DEFAULT '[]'
+    flags TEXT NOT NULL DEFAULT '[]',
+    duplicate_cost TEXT
 );
 CREATE TABLE IF NOT EXISTS counters (
     provider TEXT PRIMARY KEY,
@@ -101,11 +102,13 @@ class JobRecord:
     usage: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     flags: list[str] = field(default_factory=list)
+    # Estimated cost of submits that may have been charged twice (unknown outcomes).
+    duplicate_cost: dict[str, Any] | None = None
 
 
 _COLUMNS = (
     "id, seq, provider, fingerprint, job, status, remote_id, attempts, submitted_at, "
-    "completed_at, latency_s, images, cost, usage, error, flags"
+    "completed_at, latency_s, images, cost, usage, error, flags, duplicate_cost"
 )
 
 
@@ -127,6 +130,7 @@ def _decode(row: tuple[Any, ...]) -> JobRecord:
         usage=json.loads(row[13]),
         error=json.loads(row[14]) if row[14] else None,
         flags=json.loads(row[15]),
+        duplicate_cost=json.loads(row[16]) if row[16] else None,
     )
 
 
@@ -311,6 +315,22 @@ class StateStore:
             "WHERE id = ? AND NOT EXISTS (SELECT 1 FROM json_each(flags) WHERE value = ?)",
             (flag, job_id, flag),
         )
+
+    async def add_duplicate_cost(self, job_id: str, usd: float, credits: float) -> None:
+        """Count the estimated cost of a submit that may have been charged a second time."""
+
+        def _add(c: sqlite3.Connection) -> None:
+            with c:
+                row = c.execute(
+                    "SELECT duplicate_cost FROM jobs WHERE id = ?", (job_id,)
+                ).fetchone()
+                old = json.loads(row[0]) if row and row[0] else {"usd": 0.0, "credits": 0.0}
+                new = {"usd": old["usd"] + usd, "credits": old["credits"] + credits}
+                c.execute(
+                    "UPDATE jobs SET duplicate_cost = ? WHERE id = ?", (json.dumps(new), job_id)
+                )
+
+        await self._run(_add)
 
     async def add_counters(self, provider: str, requests: int, rate_limited: int) -> None:
         await self._write(
