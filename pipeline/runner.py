@@ -22,9 +22,11 @@ from pipeline.errors import UsageError
 from pipeline.jobs import Batch
 from pipeline.lane import Lane
 from pipeline.ledger import LedgerHeader, build_ledger, spent, write_json_atomic
+from pipeline.outcome import RunOutcome, utcnow
 from pipeline.providers.registry import create_adapter
 from pipeline.providers.specs import SPECS
-from pipeline.scheduler import RunOutcome, Scheduler, plan_work, utcnow
+from pipeline.resume import plan_work
+from pipeline.scheduler import Scheduler
 from pipeline.state import StateStore, job_document
 from pipeline.storage import Downloader
 

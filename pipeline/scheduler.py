@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -27,53 +26,20 @@ from pipeline.errors import (
     DownloadError,
     OutcomeUnknown,
     ProviderError,
-    TaskFailed,
 )
 from pipeline.jobs import Batch, Job
 from pipeline.lane import Lane, LaneStopped
+from pipeline.outcome import cost_dict, error_dict, provider_error, utcnow
 from pipeline.providers.base import TaskState, TaskStatus
 from pipeline.providers.specs import Cost
-from pipeline.state import JobRecord, StateStore
+from pipeline.resume import WorkItem
+from pipeline.state import StateStore
 from pipeline.storage import Downloader, StoredImage
 
 DOWNLOAD_ATTEMPTS = 4
 MAX_UNKNOWN_OUTCOMES = 2
 RECONCILE_DELAY_S = 1.0
 REATTACH_MIN_DEADLINE_S = 60.0
-
-
-def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _error(code: str, message: str, http_status: int | None = None) -> dict[str, object]:
-    return {"code": code, "message": message, "http_status": http_status}
-
-
-def _provider_error(exc: ProviderError) -> dict[str, object]:
-    """The ledger's error: the pipeline's code for classes with a pipeline meaning (auth,
-    insufficient_credits, timeout...), the provider's own code otherwise; the provider's
-    code is always kept."""
-    generic = type(exc) in (ProviderError, TaskFailed)
-    error = _error(exc.code if generic else type(exc).default_code, exc.message, exc.http_status)
-    if not generic and exc.code != error["code"]:
-        error["provider_code"] = exc.code
-    return error
-
-
-def _cost_dict(cost: Cost) -> dict[str, object]:
-    return {"usd": cost.usd, "credits": cost.credits, "basis": cost.basis}
-
-
-@dataclass(slots=True)
-class WorkItem:
-    """A job to run. ``remote_id``: reattach to that task. ``unknown``: an earlier submit
-    may have created a task (the process died before recording the reply)."""
-
-    job: Job
-    remote_id: str | None = None
-    flags: tuple[str, ...] = ()
-    unknown: bool = False
 
 
 @dataclass(slots=True)
@@ -83,17 +49,6 @@ class Finished:
     status: TaskStatus
     reservation: Reservation | None
     started: float
-
-
-@dataclass(slots=True)
-class RunOutcome:
-    """How the run ended. ``stop_reason`` is set when the run aborted (exit 3)."""
-
-    completed: int = 0
-    failed: int = 0
-    pending: int = 0
-    stop_reason: str | None = None
-    lane_stops: dict[str, str] = field(default_factory=dict)
 
 
 class Scheduler:
@@ -173,7 +128,7 @@ class Scheduler:
     async def _run_at_provider(self, lane: Lane, item: WorkItem) -> Finished | None:
         job = item.job
         if lane.stopped is not None:
-            await self._fail(lane, job, _provider_error(lane.stopped))
+            await self._fail(lane, job, provider_error(lane.stopped))
             return None
         reservation: Reservation | None = None
         started = self.clock.now()
@@ -211,7 +166,7 @@ class Scheduler:
                 await self._fail(
                     lane,
                     job,
-                    _error(
+                    error_dict(
                         final.error_code or "task_failed",
                         final.error_message or "the task failed at the provider",
                     ),
@@ -222,14 +177,14 @@ class Scheduler:
                 return None
             # Deadline passed: give up on the task, and free it at the provider.
             await lane.cancel(status.remote_id)
-            await self._fail(lane, job, _error("timeout", f"no result within {deadline:g} s"))
+            await self._fail(lane, job, error_dict("timeout", f"no result within {deadline:g} s"))
             if reservation is not None:
                 self.budget.settle(reservation, None)
             return None
         except LaneStopped as stop:
-            await self._fail(lane, job, _provider_error(stop.reason))
+            await self._fail(lane, job, provider_error(stop.reason))
         except ProviderError as exc:
-            await self._fail(lane, job, _provider_error(exc))
+            await self._fail(lane, job, provider_error(exc))
         finally:
             lane.counters.in_flight -= 1
         if reservation is not None:
@@ -259,7 +214,7 @@ class Scheduler:
             try:
                 status = await lane.submit(job)
             except OutcomeUnknown as exc:
-                await self.state.note_error(job.id, _provider_error(exc))
+                await self.state.note_error(job.id, provider_error(exc))
                 await self.clock.sleep(RECONCILE_DELAY_S)
                 found = await self._reconcile(lane, job)
                 if found is not None:
@@ -312,8 +267,8 @@ class Scheduler:
             await self.state.mark_failed(
                 job.id,
                 at=utcnow(),
-                error=_error("download", str(exc)),
-                cost=_cost_dict(cost),
+                error=error_dict("download", str(exc)),
+                cost=cost_dict(cost),
                 usage=status.usage,
             )
             await self._changed()
@@ -325,7 +280,7 @@ class Scheduler:
             at=utcnow(),
             latency_s=round(self.clock.now() - item.started, 3),
             images=[s.as_dict() for s in stored],
-            cost=_cost_dict(cost),
+            cost=cost_dict(cost),
             usage=status.usage,
         )
         lane.counters.completed += 1
@@ -354,40 +309,3 @@ class Scheduler:
                 await self.clock.sleep(min(8.0, 0.5 * 2**attempt))
         assert last is not None
         raise last
-
-
-def plan_work(batch: Batch, records: dict[str, JobRecord], *, retry_failed: bool) -> list[WorkItem]:
-    """What this run must do, given what earlier runs recorded (the resume rules)."""
-    work: list[WorkItem] = []
-    reattach: list[WorkItem] = []
-    for job in batch.jobs:
-        rec = records.get(job.id)
-        if rec is None or rec.status == "pending":
-            work.append(WorkItem(job))
-        elif rec.status == "submitted" and rec.remote_id:
-            reattach.append(WorkItem(job, remote_id=rec.remote_id))
-        elif rec.status == "intent":
-            work.append(WorkItem(job, unknown=True))
-        elif rec.status == "failed" and retry_failed:
-            work.append(WorkItem(job))
-        elif rec.status == "completed" and not _files_present(batch, rec):
-            if rec.remote_id:
-                reattach.append(WorkItem(job, remote_id=rec.remote_id, flags=("redownloaded",)))
-            else:
-                work.append(WorkItem(job, flags=("regenerated",)))
-    # Tasks already running at the provider come first: they are paid for.
-    return reattach + work
-
-
-def _files_present(batch: Batch, rec: JobRecord) -> bool:
-    from pathlib import Path
-
-    root = Path(batch.output_dir)
-    for img in rec.images:
-        p = root / str(img.get("path", ""))
-        try:
-            if p.stat().st_size != img.get("bytes"):
-                return False
-        except OSError:
-            return False
-    return bool(rec.images)

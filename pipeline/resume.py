@@ -1,0 +1,69 @@
+"""The resume rules: what a run must do, given what earlier runs recorded in state.db.
+
+| recorded status            | this run                                                  |
+|----------------------------|-----------------------------------------------------------|
+| none / pending             | submit                                                    |
+| intent (reply never seen)  | reconcile with the provider first, else resubmit flagged   |
+|                            | ``possible_duplicate`` with the possible double charge     |
+| submitted (remote id)      | poll by remote id; never resubmitted                       |
+| completed, files intact    | nothing                                                   |
+| completed, a file missing  | poll again by remote id and re-download (``redownloaded``), |
+| or of the wrong size       | or regenerate when no remote id is known (``regenerated``)  |
+| failed                     | nothing, unless ``--retry-failed``                         |
+
+Tasks already running at the provider come first: they are paid for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.jobs import Batch, Job
+from pipeline.state import JobRecord
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """A job to run. ``remote_id``: reattach to that task. ``unknown``: an earlier submit
+    may have created a task (the process died before recording the reply)."""
+
+    job: Job
+    remote_id: str | None = None
+    flags: tuple[str, ...] = ()
+    unknown: bool = False
+
+
+def plan_work(batch: Batch, records: dict[str, JobRecord], *, retry_failed: bool) -> list[WorkItem]:
+    """What this run must do, given what earlier runs recorded (the resume rules)."""
+    work: list[WorkItem] = []
+    reattach: list[WorkItem] = []
+    for job in batch.jobs:
+        rec = records.get(job.id)
+        if rec is None or rec.status == "pending":
+            work.append(WorkItem(job))
+        elif rec.status == "submitted" and rec.remote_id:
+            reattach.append(WorkItem(job, remote_id=rec.remote_id))
+        elif rec.status == "intent":
+            work.append(WorkItem(job, unknown=True))
+        elif rec.status == "failed" and retry_failed:
+            work.append(WorkItem(job))
+        elif rec.status == "completed" and not _files_present(batch, rec):
+            if rec.remote_id:
+                reattach.append(WorkItem(job, remote_id=rec.remote_id, flags=("redownloaded",)))
+            else:
+                work.append(WorkItem(job, flags=("regenerated",)))
+    # Tasks already running at the provider come first: they are paid for.
+    return reattach + work
+
+
+def _files_present(batch: Batch, rec: JobRecord) -> bool:
+    root = Path(batch.output_dir)
+    for img in rec.images:
+        p = root / str(img.get("path", ""))
+        try:
+            if p.stat().st_size != img.get("bytes"):
+                return False
+        except OSError:
+            return False
+    return bool(rec.images)
