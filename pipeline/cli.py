@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("dir")
     status.add_argument("--json", action="store_true")
 
+    report = sub.add_parser("report", help="write DIR/report.html, the contact sheet")
+    report.add_argument("dir")
+    report.add_argument(
+        "--rows", metavar="AXES", help="row axes, comma-separated (default: prompt)"
+    )
+    report.add_argument("--cols", metavar="AXES", help="column axes (default: every sweep axis)")
+
     emu = sub.add_parser("emulate", help="serve the provider emulator")
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=8787)
@@ -103,6 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plan(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "report":
+            from pipeline.report import write_report
+
+            print(write_report(args.dir, rows=args.rows, cols=args.cols))
+            return EXIT_OK
         if args.command == "emulate":
             return _emulate(args)
         if args.command == "schema":
