@@ -1,0 +1,35 @@
+"""The manifest: YAML or CSV in, a validated and expanded :class:`~pipeline.jobs.Batch` out.
+
+Public surface::
+
+    load_manifest(path, *, output_dir=None) -> Batch    # raises ManifestError, nothing else
+    manifest_schema() -> dict                          # JSON Schema of the YAML manifest
+
+Modules, one concept each: ``fields`` (field types: allowed values, syntax, schema),
+``models`` (pydantic models, the schema), ``source`` (files, YAML with line marks),
+``csvfile`` (CSV rows), ``entries`` (prompts as written), ``validate`` (templates, image
+references, provider limits), ``expand`` (jobs and their ids), ``issues`` (problems with
+file, line and field), ``load`` (the pipeline of these).
+"""
+
+from __future__ import annotations
+
+from pipeline.manifest.csvfile import COLUMNS
+from pipeline.manifest.expand import MAX_ID, MAX_JOBS, slug
+from pipeline.manifest.fields import BUILTIN_DEFAULTS, SWEEP_AXES
+from pipeline.manifest.load import load_manifest
+from pipeline.manifest.models import manifest_schema
+from pipeline.manifest.source import MAX_ALIAS_VALUES, MAX_BYTES
+
+__all__ = [
+    "BUILTIN_DEFAULTS",
+    "COLUMNS",
+    "MAX_ALIAS_VALUES",
+    "MAX_BYTES",
+    "MAX_ID",
+    "MAX_JOBS",
+    "SWEEP_AXES",
+    "load_manifest",
+    "manifest_schema",
+    "slug",
+]

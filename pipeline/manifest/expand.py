@@ -1,0 +1,218 @@
+"""Expanding validated prompts into jobs, and giving each job its id.
+
+Settings resolve as: built-in defaults < ``defaults`` < the prompt's own fields < ``sweep``
+axes, except that an axis the prompt sets itself is not swept for that prompt. A prompt
+yields one job per combination of its swept axes (in the order written) and its vars (in
+the order written), the first axis varying slowest.
+
+Job ids: ``<prompt id>--<slug of each variant value>`` (axes first, then vars), or just the
+prompt id when nothing varies. Slugs are lower-case ``[a-z0-9-]`` with ``:`` spelt ``x``
+(``16:9`` -> ``16x9``). Ids that collide after slugging (ignoring case, for case-insensitive
+file systems) or exceed :data:`MAX_ID` characters get ``-`` and 8 hex digits of a SHA-256 of
+the job's resolved parameters, so they stay stable across loads.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import math
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from typing import cast
+
+from pipeline.jobs import Job, JobParams
+from pipeline.manifest.entries import ParsedPrompt
+from pipeline.manifest.fields import BUILTIN_DEFAULTS
+from pipeline.manifest.issues import IssueLog, Lines
+from pipeline.manifest.models import Settings
+from pipeline.manifest.validate import check_template, job_errors
+from pipeline.providers.specs import SPECS
+
+MAX_ID = 120
+MAX_JOBS = 1_000_000
+_HASH_LEN = 8
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class SweepAxes:
+    """The manifest's ``sweep`` (axes in the order written) and ``defaults``, with lines."""
+
+    axes: tuple[tuple[str, tuple[object, ...]], ...]
+    defaults: Settings
+    path: str
+    lines: Lines
+
+
+@functools.lru_cache(maxsize=4096)
+def slug(value: str) -> str:
+    """``"16:9"`` -> ``"16x9"``, ``"Oil painting"`` -> ``"oil-painting"``, ``"é"`` -> ``"e"``."""
+    ascii_text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+    return _NOT_SLUG.sub("-", ascii_text.lower().replace(":", "x")).strip("-")
+
+
+def _base_id(prompt_id: str, variant: dict[str, str]) -> str:
+    if not variant:
+        return prompt_id
+    parts = [s for s in (slug(v) for v in variant.values()) if s]
+    return f"{prompt_id}--{'-'.join(parts)}" if parts else prompt_id
+
+
+def _digest(job: Job) -> str:
+    body = {
+        "prompt_id": job.prompt_id,
+        "provider": job.provider,
+        "prompt": job.prompt,
+        "params": job.params.as_dict(),
+        "variant": job.variant,
+    }
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _with_hash(base: str, job: Job, length: int = _HASH_LEN) -> str:
+    head = base[: MAX_ID - length - 1].rstrip("-.")
+    return f"{head}-{_digest(job)[:length]}"
+
+
+def assign_ids(drafts: list[Job]) -> list[Job]:
+    """Give each draft (whose ``id`` holds its base id) its final, unique id."""
+    counts = Counter(job.id.casefold() for job in drafts)
+    ids = [
+        _with_hash(job.id, job) if len(job.id) > MAX_ID or counts[job.id.casefold()] > 1 else job.id
+        for job in drafts
+    ]
+    # A hashed id can only clash with another id if two jobs are identical or a prompt id
+    # happens to end in the same hex digits; a counter keeps ids unique even then.
+    seen: set[str] = set()
+    final: list[Job] = []
+    for job, job_id in zip(drafts, ids, strict=True):
+        unique, k = job_id, 1
+        while unique.casefold() in seen:
+            k += 1
+            unique = f"{_with_hash(job.id, job)}-{k}"
+        seen.add(unique.casefold())
+        final.append(job if unique == job.id else _replace_id(job, unique))
+    return final
+
+
+def _replace_id(job: Job, job_id: str) -> Job:
+    return Job(
+        id=job_id,
+        prompt_id=job.prompt_id,
+        provider=job.provider,
+        prompt=job.prompt,
+        params=job.params,
+        variant=job.variant,
+        source=job.source,
+        line=job.line,
+    )
+
+
+_Shared = dict[tuple[str, str], list[ParsedPrompt]]
+
+
+_SETTINGS: tuple[tuple[str, object], ...] = (*BUILTIN_DEFAULTS.items(), ("image_urls", []))
+
+
+def _settings(p: ParsedPrompt, sweep: SweepAxes) -> tuple[dict[str, object], set[str]]:
+    """Each setting's value before sweeping, and which ones came from ``defaults``."""
+    values: dict[str, object] = {}
+    from_defaults: set[str] = set()
+    for key, builtin in _SETTINGS:
+        value = getattr(p.prompt, key)
+        if value is None:
+            value = getattr(sweep.defaults, key)
+            if value is None:
+                value = builtin
+            else:
+                from_defaults.add(key)
+        values[key] = value
+    return values, from_defaults
+
+
+def _params(settings: dict[str, object]) -> JobParams:
+    return JobParams(
+        aspect_ratio=cast(str, settings["aspect_ratio"]),
+        resolution=cast(str, settings["resolution"]),
+        output_format=cast(str, settings["output_format"]),
+        n=cast(int, settings["n"]),
+        image_urls=tuple(cast("list[str]", settings["image_urls"])),
+    )
+
+
+def expand_prompt(
+    p: ParsedPrompt, sweep: SweepAxes, log: IssueLog, budget: int, shared: _Shared
+) -> list[Job]:
+    """The draft jobs of one prompt (ids not final); problems are logged.
+
+    Problems with a value from ``defaults`` or ``sweep`` go to ``shared`` instead, to be
+    reported once for all the prompts they affect. At most ``budget`` jobs are made; a
+    prompt that would make more is logged instead.
+    """
+    template = check_template(p, log)
+    if template is None:
+        return []
+    axes = [(key, values) for key, values in sweep.axes if not p.is_set(key)]
+    var_axes = list((p.prompt.vars or {}).items())
+    count = math.prod(len(v) for _, v in axes) * math.prod(len(v) for _, v in var_axes)
+    if count > budget:
+        log.add(
+            p.path,
+            p.line(),
+            p.field(),
+            f"expands to {count:,} jobs; a manifest may have at most {MAX_JOBS:,} in total",
+        )
+        return []
+    base, from_defaults = _settings(p, sweep)
+    names = [key for key, _ in axes] + [name for name, _ in var_axes]
+    line = p.line()
+    jobs: list[Job] = []
+    for combo in itertools.product(*(values for _, values in axes), *(v for _, v in var_axes)):
+        chosen = dict(zip(names, combo, strict=True))
+        settings = {**base, **{key: chosen[key] for key, _ in axes}}
+        variant = {name: str(chosen[name]) for name in names}
+        prompt = template.render({name: str(chosen[name]) for name, _ in var_axes})
+        provider = cast(str, settings["provider"])
+        params = _params(settings)
+        for key, message in job_errors(SPECS[provider], prompt, params):
+            if key in chosen or key in from_defaults:
+                # A value from defaults or sweep is wrong for some prompts: report it once.
+                field = f"sweep.{key}" if key in chosen else f"defaults.{key}"
+                affected = shared.setdefault((field, message), [])
+                if not affected or affected[-1] is not p:
+                    affected.append(p)
+            else:
+                log.add(p.path, p.line(key), p.field(key), message)
+        jobs.append(
+            Job(
+                id=_base_id(p.prompt_id, variant),
+                prompt_id=p.prompt_id,
+                provider=provider,
+                prompt=prompt,
+                params=params,
+                variant=variant,
+                source=p.path,
+                line=line,
+            )
+        )
+    return jobs
+
+
+def expand(prompts: list[ParsedPrompt], sweep: SweepAxes, log: IssueLog) -> list[Job]:
+    """All jobs of all prompts, in manifest order, with final ids; problems are logged."""
+    drafts: list[Job] = []
+    shared: _Shared = {}
+    for p in prompts:
+        drafts.extend(expand_prompt(p, sweep, log, MAX_JOBS - len(drafts), shared))
+    for (field, message), affected in shared.items():
+        # A value from defaults or sweep is wrong only for some prompts: say which.
+        first = affected[0]
+        more = f" and {len(affected) - 1} more" if len(affected) > 1 else ""
+        log.add(first.path, first.line(), field, f"{message} (prompt {first.prompt_id!r}{more})")
+    return assign_ids(drafts)
