@@ -26,7 +26,9 @@ from pipeline.polling import PollSchedule
 from pipeline.providers.base import ProviderAdapter, TaskState, TaskStatus
 
 SUBMIT_ATTEMPTS = 5
-DEFAULT_RETRY_AFTER_S = 2.0
+MAX_SUBMIT_REFUSALS = 50
+DEFAULT_RETRY_AFTER_S = 1.0
+GROW_AFTER_COMPLETIONS = 10
 
 
 @dataclass(slots=True)
@@ -71,6 +73,9 @@ class Lane:
         self.schedule = schedule or PollSchedule()
         self.counters = LaneCounters()
         self.stopped: ProviderError | None = None
+        # Tasks in flight at the provider; shrinks when a submit is refused, regrows.
+        self.slots = anyio.CapacityLimiter(max(1, settings.max_concurrent))
+        self._calm = 0
 
     def __repr__(self) -> str:
         return f"Lane({self.name!r}, {self.limiter!r}, stopped={self.stopped is not None})"
@@ -96,19 +101,43 @@ class Lane:
         """stamina hook: retry retryable provider errors; honour Retry-After."""
         if not isinstance(exc, ProviderError) or not exc.retryable:
             return False
-        if isinstance(exc, RateLimited):
-            # The lane limiter already holds every caller until the pause ends.
-            return 0.0
-        return True
+        # A 429 is not retried here: ``submit`` handles refusals (lane-wide).
+        return not isinstance(exc, RateLimited)
 
     # -- submit --------------------------------------------------------------------------
 
     async def submit(self, job: Job) -> TaskStatus:
         """Create the task; retried only when the provider provably did not take it.
 
-        Raises ``OutcomeUnknown`` when a request was sent and no reply came back,
-        ``LaneStopped`` when the lane stopped, or the final ``ProviderError``.
+        A 429 is a refusal, not a failure: no task was created, the limiter has paused
+        the whole lane, and the lane runs fewer tasks at once from now on; the submit is
+        then sent again (up to ``MAX_SUBMIT_REFUSALS`` times). Raises ``OutcomeUnknown``
+        when a request was sent and no reply came back, ``LaneStopped`` when the lane
+        stopped, or the final ``ProviderError``.
         """
+        refusals = 0
+        while True:
+            try:
+                return await self._submit_once(job)
+            except RateLimited:
+                refusals += 1
+                self._calm = 0
+                # The provider may be refusing because of tasks in flight, not rate.
+                self.slots.total_tokens = max(1, self.slots.borrowed_tokens - 1)
+                if refusals >= MAX_SUBMIT_REFUSALS:
+                    raise
+
+    def task_done(self) -> None:
+        """A task reached a terminal state; after a calm streak, allow one more at once."""
+        self._calm += 1
+        if (
+            self._calm >= GROW_AFTER_COMPLETIONS
+            and self.slots.total_tokens < self.settings.max_concurrent
+        ):
+            self._calm = 0
+            self.slots.total_tokens = self.slots.total_tokens + 1
+
+    async def _submit_once(self, job: Job) -> TaskStatus:
         async for attempt in stamina.retry_context(
             on=self._retry_wait,
             attempts=SUBMIT_ATTEMPTS,

@@ -65,9 +65,9 @@ class RateLimiter:
         *,
         burst: int = 1,
         clock: Clock | None = None,
-        decrease: float = 0.5,
+        decrease: float = 0.7,
         increase: float = 0.1,
-        recover_after: int = 20,
+        recover_after: int = 10,
         min_rate: float | None = None,
     ) -> None:
         if rate <= 0:

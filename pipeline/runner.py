@@ -15,6 +15,8 @@ from pathlib import Path
 
 import aiohttp
 import anyio
+import stamina
+import stamina.instrumentation
 
 from pipeline.budget import BudgetGuard
 from pipeline.clock import Clock, SystemClock
@@ -128,6 +130,8 @@ async def run_batch(
     """Run (or resume) ``batch``. Returns the outcome, the final ledger and whether the run
     was interrupted by a signal."""
     endpoints = resolve_endpoints(batch, options)
+    # Retries are reported in the ledger and progress, not as log lines on stderr.
+    stamina.instrumentation.set_on_retry_hooks([])
     root = Path(batch.output_dir)
     state = await StateStore.open(root / "state.db")
     interrupted: list[int] = []

@@ -121,7 +121,9 @@ class Scheduler:
         async with recv, done:
             async for item in recv:
                 lane.counters.queued -= 1
-                finished = await self._run_at_provider(lane, item)
+                async with lane.slots:  # one task in flight at the provider
+                    finished = await self._run_at_provider(lane, item)
+                lane.task_done()
                 if finished is not None:
                     await done.send(finished)
 

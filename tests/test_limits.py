@@ -43,7 +43,7 @@ async def test_burst_allows_an_initial_batch() -> None:
 async def test_pause_holds_every_caller_and_slows_down() -> None:
     """A 429 pause of 3 s holds the whole lane, and the rate is halved after it."""
     clock = VirtualClock()
-    limiter = RateLimiter(10, clock=clock)
+    limiter = RateLimiter(10, clock=clock, decrease=0.5)
     limiter.pause(3.0)
     starts = sorted(await _start_times(limiter, clock, 3))
     assert starts == pytest.approx([3.0, 3.2, 3.4])
@@ -53,7 +53,7 @@ async def test_pause_holds_every_caller_and_slows_down() -> None:
 
 async def test_rate_recovers_after_sustained_success() -> None:
     """After a 429, successes add back 10% of the configured rate per streak."""
-    limiter = RateLimiter(10, clock=VirtualClock(), recover_after=5)
+    limiter = RateLimiter(10, clock=VirtualClock(), decrease=0.5, recover_after=5)
     limiter.pause(0)
     assert limiter.rate == pytest.approx(5.0)
     for _ in range(5):
