@@ -1,9 +1,14 @@
 """Spend caps: a job's estimated cost is reserved before it is submitted.
 
 Invariant: ``spent + reserved <= cap`` at every moment, for dollars and credits alike.
-A job whose reservation would break it is never submitted. When the provider reports the
-real cost, the reservation is replaced by it (``settle``); a provider that charges more
-than estimated can push ``spent`` past the estimate but the next reservation sees it.
+A job whose reservation would break it is never submitted.
+
+Estimates come from the provider's published prices, which may be wrong (skills.video
+reports its charge only in the submit reply). So the guard learns, per provider, the
+largest ratio of actual to estimated cost seen so far and scales later reservations by
+it; and as soon as a reply reports the real charge, the reservation is raised to it
+(``adjust``), before any further job is admitted. When the task ends the reservation is
+replaced by the final cost (``settle``).
 """
 
 from __future__ import annotations
@@ -19,13 +24,23 @@ from pipeline.providers.specs import Cost
 class Reservation:
     usd: float
     credits: float
+    key: str = ""
+    base_usd: float = 0.0
+    base_credits: float = 0.0
     settled: bool = False
 
 
 class BudgetGuard:
     """Tracks spend against a ``Budget``; not thread-safe (one event loop)."""
 
-    __slots__ = ("budget", "reserved_credits", "reserved_usd", "spent_credits", "spent_usd")
+    __slots__ = (
+        "_scale",
+        "budget",
+        "reserved_credits",
+        "reserved_usd",
+        "spent_credits",
+        "spent_usd",
+    )
 
     def __init__(self, budget: Budget, *, spent_usd: float = 0.0, spent_credits: float = 0.0):
         self.budget = budget
@@ -33,22 +48,38 @@ class BudgetGuard:
         self.spent_credits = spent_credits
         self.reserved_usd = 0.0
         self.reserved_credits = 0.0
+        self._scale: dict[str, float] = {}
 
-    def reserve(self, estimate: Cost) -> Reservation:
-        """Reserve the estimated cost of one job or raise ``BudgetExhausted``."""
-        usd = estimate.usd or 0.0
-        credits = estimate.credits or 0.0
-        b = self.budget
-        if b.max_usd is not None and self.spent_usd + self.reserved_usd + usd > b.max_usd + 1e-9:
-            raise BudgetExhausted(self._message("USD", self.spent_usd, b.max_usd))
-        if (
-            b.max_credits is not None
-            and self.spent_credits + self.reserved_credits + credits > b.max_credits + 1e-9
-        ):
-            raise BudgetExhausted(self._message("credits", self.spent_credits, b.max_credits))
+    @property
+    def capped(self) -> bool:
+        return self.budget.max_usd is not None or self.budget.max_credits is not None
+
+    def knows(self, key: str) -> bool:
+        """Whether a real charge of provider ``key`` has been seen."""
+        return key in self._scale
+
+    def reserve(self, estimate: Cost, key: str = "") -> Reservation:
+        """Reserve the estimated cost of one job (of provider ``key``) or raise
+        ``BudgetExhausted``."""
+        scale = self._scale.get(key, 1.0)
+        base_usd = estimate.usd or 0.0
+        base_credits = estimate.credits or 0.0
+        usd, credits = base_usd * scale, base_credits * scale
+        self._check(usd, credits)
         self.reserved_usd += usd
         self.reserved_credits += credits
-        return Reservation(usd, credits)
+        return Reservation(usd, credits, key, base_usd, base_credits)
+
+    def adjust(self, reservation: Reservation, reported: Cost) -> None:
+        """A reply reported the real charge: raise the reservation to it, and learn."""
+        if reservation.settled:
+            return
+        self._learn(reservation, reported)
+        usd = max(reservation.usd, reported.usd or 0.0)
+        credits = max(reservation.credits, reported.credits or 0.0)
+        self.reserved_usd += usd - reservation.usd
+        self.reserved_credits += credits - reservation.credits
+        reservation.usd, reservation.credits = usd, credits
 
     def settle(self, reservation: Reservation, actual: Cost | None) -> None:
         """Replace a reservation by the actual cost (``None``: nothing was charged)."""
@@ -58,22 +89,38 @@ class BudgetGuard:
         self.reserved_usd -= reservation.usd
         self.reserved_credits -= reservation.credits
         if actual is not None:
+            self._learn(reservation, actual)
             self.spent_usd += actual.usd or 0.0
             self.spent_credits += actual.credits or 0.0
 
-    def charge_unknown(self, estimate: Cost) -> None:
+    def charge_unknown(self, estimate: Cost, key: str = "") -> None:
         """Count a submit that may have been charged (its reply was lost) as spent.
 
         Raises ``BudgetExhausted`` when spend and reservations now exceed a cap, so that
         the job is not sent again."""
-        self.spent_usd += estimate.usd or 0.0
-        self.spent_credits += estimate.credits or 0.0
+        scale = self._scale.get(key, 1.0)
+        self.spent_usd += (estimate.usd or 0.0) * scale
+        self.spent_credits += (estimate.credits or 0.0) * scale
+        self._check(0.0, 0.0)
+
+    def _learn(self, reservation: Reservation, actual: Cost) -> None:
+        ratios = [
+            a / b
+            for a, b in (
+                (actual.usd, reservation.base_usd),
+                (actual.credits, reservation.base_credits),
+            )
+            if a is not None and b > 0
+        ]
+        self._scale[reservation.key] = max(self._scale.get(reservation.key, 1.0), *ratios, 1.0)
+
+    def _check(self, usd: float, credits: float) -> None:
         b = self.budget
-        if b.max_usd is not None and self.spent_usd + self.reserved_usd > b.max_usd + 1e-9:
+        if b.max_usd is not None and self.spent_usd + self.reserved_usd + usd > b.max_usd + 1e-9:
             raise BudgetExhausted(self._message("USD", self.spent_usd, b.max_usd))
         if (
             b.max_credits is not None
-            and self.spent_credits + self.reserved_credits > b.max_credits + 1e-9
+            and self.spent_credits + self.reserved_credits + credits > b.max_credits + 1e-9
         ):
             raise BudgetExhausted(self._message("credits", self.spent_credits, b.max_credits))
 

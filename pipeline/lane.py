@@ -76,6 +76,8 @@ class Lane:
         # Tasks in flight at the provider; shrinks when a submit is refused, regrows.
         self.slots = anyio.CapacityLimiter(max(1, settings.max_concurrent))
         self._calm = 0
+        # One submit at a time until a budget has learned this provider's real price.
+        self.price_probe = anyio.Lock()
 
     def __repr__(self) -> str:
         return f"Lane({self.name!r}, {self.limiter!r}, stopped={self.stopped is not None})"

@@ -142,24 +142,10 @@ class Scheduler:
                 status = TaskStatus(remote_id=item.remote_id, state=TaskState.QUEUED)
                 deadline = max(lane.settings.job_timeout_s, REATTACH_MIN_DEADLINE_S)
             else:
-                if self.stop_reason is not None:
+                started_task = await self._start(lane, item)
+                if started_task is None:
                     return None
-                try:
-                    reservation = self.budget.reserve(
-                        lane.adapter.spec.estimate(job.params, lane.settings.usd_per_credit)
-                    )
-                except BudgetExhausted as exc:
-                    self.stop_submitting(str(exc))
-                    return None
-                submitted = None
-                if item.unknown:
-                    submitted = await self._reconcile(lane, job)
-                if submitted is None:
-                    submitted = await self._submit(lane, job, possible_duplicate=item.unknown)
-                if submitted is None:
-                    self.budget.settle(reservation, None)
-                    return None
-                status = submitted
+                status, reservation = started_task
                 deadline = lane.settings.job_timeout_s
             with anyio.move_on_after(deadline - (self.clock.now() - started)):
                 final = await lane.wait(job, status, started)
@@ -193,6 +179,48 @@ class Scheduler:
             self.budget.settle(reservation, None)
         return None
 
+    async def _start(self, lane: Lane, item: WorkItem) -> tuple[TaskStatus, Reservation] | None:
+        """Reserve the job's cost and create its task (reconciling first if an earlier
+        submit's outcome is unknown). None: not started (budget, stop, unknown outcome).
+
+        Under a cap, a provider that reports its charge only in the submit reply gets one
+        submit at a time until the first reply has taught the guard the real price, so an
+        underestimated price can never let several jobs slip past the cap at once.
+        """
+        if self.stop_reason is not None:
+            return None
+        job = item.job
+        probe = None
+        reports_cost = lane.adapter.spec.credits_per_image is not None
+        if self.budget.capped and reports_cost and not self.budget.knows(lane.name):
+            probe = lane.price_probe
+            await probe.acquire()
+            if self.budget.knows(lane.name):
+                probe.release()
+                probe = None
+        try:
+            try:
+                reservation = self.budget.reserve(
+                    lane.adapter.spec.estimate(job.params, lane.settings.usd_per_credit),
+                    lane.name,
+                )
+            except BudgetExhausted as exc:
+                self.stop_submitting(str(exc))
+                return None
+            status = await self._reconcile(lane, job) if item.unknown else None
+            if status is None:
+                status = await self._submit(lane, job, possible_duplicate=item.unknown)
+            if status is None:
+                self.budget.settle(reservation, None)
+                return None
+            if status.usage:
+                # The reply reports the real charge (skills.video): reserve that.
+                self.budget.adjust(reservation, lane.adapter.cost(job, status))
+            return status, reservation
+        finally:
+            if probe is not None:
+                probe.release()
+
     async def _submit(self, lane: Lane, job: Job, *, possible_duplicate: bool) -> TaskStatus | None:
         """Intent, submit, record: the write-ahead protocol of ``pipeline.state``.
 
@@ -208,7 +236,7 @@ class Scheduler:
                     job.id, estimate.usd or 0.0, estimate.credits or 0.0
                 )
                 try:
-                    self.budget.charge_unknown(estimate)
+                    self.budget.charge_unknown(estimate, lane.name)
                 except BudgetExhausted as exc:
                     self.stop_submitting(str(exc))
                     return None
