@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack, suppress
@@ -88,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale generated image sizes (default 1.0)",
     )
     emu.add_argument("--seed", type=int, default=0)
+    emu.add_argument(
+        "--require-key",
+        metavar="ENV",
+        help="accept only the bearer key held in environment variable ENV "
+        "(default: any non-empty key)",
+    )
     emu.add_argument(
         "--fault",
         action="append",
@@ -256,6 +263,7 @@ def _emulate(args: argparse.Namespace) -> int:
             image_scale=args.image_scale,
             seed=args.seed,
             faults=_fault_profile(args.fault),
+            api_keys=_required_keys(args.require_key),
         )
     except (TypeError, ValueError) as exc:
         raise UsageError(f"emulate: {exc}") from exc
@@ -266,6 +274,15 @@ def _emulate(args: argparse.Namespace) -> int:
     with suppress(KeyboardInterrupt):
         anyio.run(serve_forever, config, args.host, args.port, ready, backend="asyncio")
     return EXIT_OK
+
+
+def _required_keys(env_name: str | None) -> dict[str, str] | None:
+    if env_name is None:
+        return None
+    key = os.environ.get(env_name, "").strip()
+    if not key:
+        raise UsageError(f"--require-key: environment variable {env_name} is empty")
+    return {"wavespeed": key, "skills_video": key}
 
 
 def _fault_profile(items: list[str]) -> Any:

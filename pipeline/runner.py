@@ -6,6 +6,7 @@ library entry point (``await run_batch(batch, options)``) the CLI calls.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
@@ -24,12 +25,13 @@ from pipeline.errors import UsageError
 from pipeline.jobs import Batch
 from pipeline.lane import Lane
 from pipeline.ledger import LedgerHeader, build_ledger, spent, write_json_atomic
+from pipeline.logs import get_logger, run_logging
 from pipeline.outcome import RunOutcome, utcnow
 from pipeline.providers.registry import create_adapter
 from pipeline.providers.specs import SPECS
 from pipeline.resume import plan_work
 from pipeline.scheduler import Scheduler
-from pipeline.state import StateStore, job_document
+from pipeline.state import JobRecord, StateStore, job_document
 from pipeline.storage import Downloader
 
 EMULATOR_KEY = "emulator-key"  # not a secret: the local emulator accepts any bearer
@@ -74,18 +76,34 @@ def resolve_endpoints(batch: Batch, options: RunOptions) -> dict[str, tuple[str,
 
 
 class LedgerSink:
-    """Rewrites ledger.json from the state, at most once per interval while dirty."""
+    """Rewrites ledger.json from the state, at most once per interval while dirty.
 
-    def __init__(self, state: StateStore, path: Path, header: LedgerHeader) -> None:
+    Before each write it commits the lanes' request counters (as deltas), so the ledger's
+    ``requests`` and ``rate_limited`` survive a killed process."""
+
+    def __init__(
+        self, state: StateStore, path: Path, header: LedgerHeader, lanes: dict[str, Lane]
+    ) -> None:
         self.state = state
         self.path = path
         self.header = header
+        self.lanes = lanes
+        self._flushed: dict[str, tuple[int, int]] = {}
         self._dirty = anyio.Event()
 
     async def mark_dirty(self) -> None:
         self._dirty.set()
 
+    async def _flush_counters(self) -> None:
+        for name, lane in self.lanes.items():
+            now = (lane.counters.requests, lane.counters.rate_limited)
+            before = self._flushed.get(name, (0, 0))
+            if now != before:
+                await self.state.add_counters(name, now[0] - before[0], now[1] - before[1])
+                self._flushed[name] = now
+
     async def write(self, *, finished: bool = False) -> dict[str, object]:
+        await self._flush_counters()
         records = await self.state.records()
         counters = await self.state.counters()
         header = replace(self.header, updated_at=utcnow(), finished=finished)
@@ -99,6 +117,17 @@ class LedgerSink:
             self._dirty = anyio.Event()
             await self.write()
             await anyio.sleep(LEDGER_INTERVAL_S)
+
+
+def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    get_logger().info(
+        "retry %d of %s in %.2f s after %s: %s",
+        details.retry_num,
+        details.name,
+        details.wait_for,
+        type(details.caused_by).__name__,
+        details.caused_by,
+    )
 
 
 @asynccontextmanager
@@ -130,12 +159,14 @@ async def run_batch(
     """Run (or resume) ``batch``. Returns the outcome, the final ledger and whether the run
     was interrupted by a signal."""
     endpoints = resolve_endpoints(batch, options)
-    # Retries are reported in the ledger and progress, not as log lines on stderr.
-    stamina.instrumentation.set_on_retry_hooks([])
+    # Retries go to run.log (through the redacting filter), not to stamina's own logger.
+    stamina.instrumentation.set_on_retry_hooks([_log_retry])
     root = Path(batch.output_dir)
     state = await StateStore.open(root / "state.db")
     interrupted: list[int] = []
+    secrets = [key for _, key in endpoints.values()]
     async with AsyncExitStack() as stack:
+        log = stack.enter_context(run_logging(root, secrets))
         stack.push_async_callback(state.close)
         meta = await state.get_meta()
         started_at = meta.get("started_at") or utcnow()
@@ -164,7 +195,15 @@ async def run_batch(
             stack.push_async_callback(adapter.aclose)
             lanes[name] = Lane(adapter, settings, clock=options.clock)
         header = LedgerHeader(batch.name, batch.manifest_path, started_at, started_at, False)
-        ledger = LedgerSink(state, root / "ledger.json", header)
+        ledger = LedgerSink(state, root / "ledger.json", header, lanes)
+        log.info(
+            "run %s (%s): %d jobs, %d to run now; providers %s",
+            batch.name,
+            batch.manifest_path,
+            len(batch.jobs),
+            len(work),
+            ", ".join(f"{n} at {b}" for n, (b, _) in endpoints.items()),
+        )
         scheduler = Scheduler(
             batch,
             lanes=lanes,
@@ -184,8 +223,6 @@ async def run_batch(
                     await scheduler.run(work)
             tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
-            for name, lane in lanes.items():
-                await state.add_counters(name, lane.counters.requests, lane.counters.rate_limited)
             final = await state.records()
             current = {j.id for j in batch.jobs}
             outcome = RunOutcome(stop_reason=scheduler.stop_reason)
@@ -202,7 +239,31 @@ async def run_batch(
                 if lane.stopped is not None:
                     outcome.lane_stops[name] = str(lane.stopped)
             doc = await ledger.write(finished=outcome.pending == 0)
+            _log_outcome(log, outcome, final, current, bool(interrupted))
     return outcome, doc, bool(interrupted)
+
+
+def _log_outcome(
+    log: logging.Logger,
+    outcome: RunOutcome,
+    records: list[JobRecord],
+    current: set[str],
+    interrupted: bool,
+) -> None:
+    for r in records:
+        if r.id in current and r.status == "failed" and r.error:
+            log.info("job %s failed: %s: %s", r.id, r.error.get("code"), r.error.get("message"))
+    for name, reason in outcome.lane_stops.items():
+        log.info("lane %s stopped: %s", name, reason)
+    if outcome.stop_reason:
+        log.info("stopped submitting: %s", outcome.stop_reason)
+    log.info(
+        "%s: %d completed, %d failed, %d pending",
+        "interrupted" if interrupted else "finished",
+        outcome.completed,
+        outcome.failed,
+        outcome.pending,
+    )
 
 
 def exit_code(outcome: RunOutcome, interrupted: bool) -> int:

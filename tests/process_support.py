@@ -18,10 +18,11 @@ PROVIDER_ENV = ("WAVESPEED", "SKILLS_VIDEO")
 
 
 @contextmanager
-def emulator_process(*args: str) -> Iterator[str]:
+def emulator_process(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run `pipeline emulate --port 0 ARGS` in its own process; yield its base URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "emulate", "--port", "0", *args],
+        env=env,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
