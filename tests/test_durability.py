@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -110,6 +112,18 @@ def test_ctrl_c_exits_130_fast_and_resume_resubmits_nothing(tmp_path: Path) -> N
             time.sleep(0.2)
             if sum(p["submits"] for p in get_json(f"{url}/_emulator/stats").values()) >= 4:
                 break
+        # `status` reads the state while the run is writing it (WAL readers).
+        status = subprocess.run(
+            [sys.executable, "-m", "pipeline", "status", str(out), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert status.returncode == 0, status.stderr
+        live = json.loads(status.stdout)
+        assert live["totals"]["jobs"] == 20
+        assert live["in_flight"] >= 1
         proc.send_signal(signal.SIGINT)
         code, seconds = wait_exit(proc, timeout=30)
         assert code == 130
