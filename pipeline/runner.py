@@ -119,6 +119,27 @@ class LedgerSink:
             await anyio.sleep(LEDGER_INTERVAL_S)
 
 
+async def _keep_files_with_their_jobs(
+    state: StateStore, root: Path, records: dict[str, JobRecord]
+) -> None:
+    """Images are named after their job's id; when an edit archived a job under a new id
+    (``<id>~<fingerprint>``) or restored it, move its files along so the new job's images
+    never overwrite the old one's. Superseded jobs move first, freeing the names."""
+    ordered = sorted(records.values(), key=lambda r: "superseded" not in r.flags)
+    for rec in ordered:
+        moved = []
+        for k, img in enumerate(rec.images, start=1):
+            path = str(img.get("path", ""))
+            suffix = Path(path).suffix
+            wanted = f"images/{rec.id}-{k}{suffix}"
+            if path != wanted and (root / path).is_file() and not (root / wanted).exists():
+                await anyio.Path(root / path).rename(root / wanted)
+                img = {**img, "path": wanted}
+            moved.append(img)
+        if moved != rec.images:
+            await state.set_images(rec.id, moved)
+
+
 def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
     get_logger().info(
         "retry %d of %s in %.2f s after %s: %s",
@@ -175,6 +196,7 @@ async def run_batch(
         )
         docs = [(j.id, job_document(j, SPECS[j.provider].model)) for j in batch.jobs]
         records = await state.sync_jobs(docs)
+        await _keep_files_with_their_jobs(state, root, records)
         work = plan_work(batch, records, retry_failed=options.retry_failed)
         spent_usd = sum(spent(r)[0] for r in records.values())
         spent_credits = sum(spent(r)[1] for r in records.values())

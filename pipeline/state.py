@@ -305,6 +305,9 @@ class StateStore:
             ),
         )
 
+    async def set_images(self, job_id: str, images: list[dict[str, Any]]) -> None:
+        await self._write("UPDATE jobs SET images = ? WHERE id = ?", (json.dumps(images), job_id))
+
     async def note_error(self, job_id: str, error: dict[str, Any]) -> None:
         """Record an error without changing the job's status."""
         await self._write("UPDATE jobs SET error = ? WHERE id = ?", (json.dumps(error), job_id))
