@@ -21,17 +21,18 @@ status``) open their own connection and see committed rows thanks to WAL.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
-from pipeline.jobs import Job
+from pipeline.records import COLUMNS as _COLUMNS
+from pipeline.records import JobRecord, decode, fingerprint, job_document
+
+__all__ = ["JobRecord", "StateStore", "job_document", "read_snapshot"]
 
 T = TypeVar("T")
 
@@ -64,76 +65,6 @@ CREATE TABLE IF NOT EXISTS counters (
 """
 
 
-def job_document(job: Job, model: str) -> dict[str, Any]:
-    """The job as stored (what the ledger shows of it)."""
-    return {
-        "provider": job.provider,
-        "model": model,
-        "prompt_id": job.prompt_id,
-        "prompt": job.prompt,
-        "params": job.params.as_dict(),
-        "variant": dict(job.variant),
-    }
-
-
-def fingerprint(doc: dict[str, Any]) -> str:
-    """Identity of what a job asks for; a changed fingerprint means a changed job."""
-    keyed = {k: doc[k] for k in ("provider", "prompt", "params")}
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True, slots=True)
-class JobRecord:
-    """One row of the state table, decoded."""
-
-    id: str
-    seq: int
-    provider: str
-    fingerprint: str
-    job: dict[str, Any]
-    status: str
-    remote_id: str | None
-    attempts: int
-    submitted_at: str | None
-    completed_at: str | None
-    latency_s: float | None
-    images: list[dict[str, Any]] = field(default_factory=list)
-    cost: dict[str, Any] | None = None
-    usage: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, Any] | None = None
-    flags: list[str] = field(default_factory=list)
-    # Estimated cost of submits that may have been charged twice (unknown outcomes).
-    duplicate_cost: dict[str, Any] | None = None
-
-
-_COLUMNS = (
-    "id, seq, provider, fingerprint, job, status, remote_id, attempts, submitted_at, "
-    "completed_at, latency_s, images, cost, usage, error, flags, duplicate_cost"
-)
-
-
-def _decode(row: tuple[Any, ...]) -> JobRecord:
-    return JobRecord(
-        id=row[0],
-        seq=row[1],
-        provider=row[2],
-        fingerprint=row[3],
-        job=json.loads(row[4]),
-        status=row[5],
-        remote_id=row[6],
-        attempts=row[7],
-        submitted_at=row[8],
-        completed_at=row[9],
-        latency_s=row[10],
-        images=json.loads(row[11]),
-        cost=json.loads(row[12]) if row[12] else None,
-        usage=json.loads(row[13]),
-        error=json.loads(row[14]) if row[14] else None,
-        flags=json.loads(row[15]),
-        duplicate_cost=json.loads(row[16]) if row[16] else None,
-    )
-
-
 def read_snapshot(path: Path) -> tuple[dict[str, str], list[JobRecord], dict[str, tuple[int, int]]]:
     """Meta, records and counters, read from another process (WAL lets it run alongside)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -147,7 +78,7 @@ def read_snapshot(path: Path) -> tuple[dict[str, str], list[JobRecord], dict[str
         }
     finally:
         conn.close()
-    return meta, [_decode(r) for r in rows], counters
+    return meta, [decode(r) for r in rows], counters
 
 
 class StateStore:
@@ -239,7 +170,7 @@ class StateStore:
                         (job_id, next_seq + seq, doc["provider"], fp, json.dumps(doc)),
                     )
             rows = c.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq").fetchall()
-            return {r[0]: _decode(r) for r in rows}
+            return {r[0]: decode(r) for r in rows}
 
         return await self._run(_sync)
 
@@ -247,7 +178,7 @@ class StateStore:
         rows = await self._run(
             lambda c: c.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq").fetchall()
         )
-        return [_decode(r) for r in rows]
+        return [decode(r) for r in rows]
 
     async def mark_intent(self, job_id: str) -> None:
         """Committed before the submit request is sent."""
