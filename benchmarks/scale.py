@@ -1,0 +1,227 @@
+"""Figure 5: a 100k-job batch: plan it, resume it when complete, write its ledger.
+
+The manifest is YAML naming a CSV of prompts, swept over 4 aspect ratios x 2 providers.
+``pipeline plan`` and the resume (``pipeline run`` on a finished batch: it loads the
+manifest, syncs the state, checks every image file and rewrites the ledger) run as the
+real command in their own process, timed with their own peak RSS. The finished state is
+built with ``pipeline.state.StateStore`` directly: every job completed with one image,
+a hard link to one small PNG, so the resume really stats 100k files. Provider URLs point
+at a closed port: a resume that sent anything would fail the figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from benchmarks.procs import python_module, run_child
+from benchmarks.results import Figure, at_most, info
+from pipeline.jobs import Batch
+from pipeline.ledger import LedgerHeader, build_ledger, write_json_atomic
+from pipeline.manifest import load_manifest
+from pipeline.providers.specs import SPECS
+from pipeline.resume import plan_work
+from pipeline.state import StateStore, job_document
+
+ASPECTS = ("1:1", "16:9", "4:3", "3:2")
+PLAN_S, PLAN_MB, RESUME_S, LEDGER_S = 5.0, 300.0, 3.0, 2.0
+# A valid 1x1 PNG: what each job's "image" is on disk.
+TINY_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
+)
+CLOSED_PORT_URL = "http://127.0.0.1:9"
+LINKS_PER_FILE = 50_000
+
+
+def write_manifest(folder: Path, jobs: int) -> Path:
+    """A YAML manifest (and its CSV) that expands to ``jobs`` jobs; returns its path."""
+    per_prompt = len(ASPECTS) * len(SPECS)
+    rows = -(-jobs // per_prompt)
+    with (folder / "prompts.csv").open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["id", "prompt"])
+        for i in range(rows):
+            out.writerow([f"p{i:06d}", f"Product photo {i} of a ceramic mug, soft daylight"])
+    manifest = folder / "scale.yaml"
+    manifest.write_text(
+        "name: scale\n"
+        "providers:\n"
+        "  wavespeed: {requests_per_second: 10, max_concurrent: 10}\n"
+        "  skills_video: {requests_per_second: 10, max_concurrent: 10, usd_per_credit: 0.0014}\n"
+        "sweep:\n"
+        f"  aspect_ratio: {json.dumps(list(ASPECTS))}\n"
+        f"  provider: {json.dumps(sorted(SPECS))}\n"
+        "prompts_file: prompts.csv\n"
+    )
+    return manifest
+
+
+async def build_completed_state(batch: Batch) -> tuple[float, float]:
+    """Record every job of ``batch`` as completed, with its image file on disk.
+
+    Returns the seconds spent in ``sync_jobs`` and in ``mark_completed`` (for context).
+    """
+    root = Path(batch.output_dir)
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    state = await StateStore.open(root / "state.db")
+    try:
+        t0 = time.perf_counter()
+        await state.sync_jobs(
+            [(j.id, job_document(j, SPECS[j.provider].model)) for j in batch.jobs]
+        )
+        t1 = time.perf_counter()
+        for i, job in enumerate(batch.jobs):
+            if i % LINKS_PER_FILE == 0:  # a file system caps the links to one inode
+                source = root / f"tiny-{i}.png"
+                source.write_bytes(TINY_PNG)
+            name = f"{job.id}-1.png"
+            os.link(source, images / name)
+            image = {
+                "path": f"images/{name}",
+                "sha256": "0" * 64,
+                "bytes": len(TINY_PNG),
+                "width": 1,
+                "height": 1,
+                "format": "png",
+                "source_url": "http://x/1.png",
+            }
+            await state.mark_completed(
+                job.id,
+                at="2026-01-01T00:00:00Z",
+                latency_s=1.0,
+                images=[image],
+                cost={"usd": 0.028, "credits": None, "basis": "price_table"},
+                usage={},
+            )
+        t2 = time.perf_counter()
+    finally:
+        await state.close()
+    return t1 - t0, t2 - t1
+
+
+async def time_ledger(batch: Batch) -> dict[str, float]:
+    """Seconds to read the records, build the ledger and write ledger.json."""
+    state = await StateStore.open(Path(batch.output_dir) / "state.db")
+    try:
+        t0 = time.perf_counter()
+        records = await state.records()
+        counters = await state.counters()
+        t1 = time.perf_counter()
+        header = LedgerHeader(batch.name, batch.manifest_path, "t", "t", True)
+        doc = build_ledger(header, records, counters)
+        t2 = time.perf_counter()
+        path = Path(batch.output_dir) / "ledger-bench.json"
+        write_json_atomic(path, doc)
+        t3 = time.perf_counter()
+        size = path.stat().st_size
+    finally:
+        await state.close()
+    return {"read_s": t1 - t0, "build_s": t2 - t1, "write_s": t3 - t2, "bytes": size}
+
+
+def resume_breakdown(manifest: Path, out: Path) -> dict[str, float]:
+    """In-process timings of the resume's main steps (context for the CLI figure)."""
+    t0 = time.perf_counter()
+    batch = load_manifest(str(manifest), output_dir=str(out))
+    t1 = time.perf_counter()
+
+    async def sync() -> int:
+        state = await StateStore.open(out / "state.db")
+        try:
+            docs = [(j.id, job_document(j, SPECS[j.provider].model)) for j in batch.jobs]
+            records = await state.sync_jobs(docs)
+        finally:
+            await state.close()
+        t = time.perf_counter()
+        work = plan_work(batch, records, retry_failed=False)
+        timings["plan_work_s"] = time.perf_counter() - t
+        return len(work)
+
+    timings: dict[str, float] = {"load_manifest_s": t1 - t0}
+    t2 = time.perf_counter()
+    timings["left_to_do"] = anyio.run(sync, backend="asyncio")
+    timings["sync_jobs_s"] = time.perf_counter() - t2 - timings["plan_work_s"]
+    return timings
+
+
+def measure(jobs: int, log: Callable[[str], None]) -> list[Figure]:
+    """Figure 5: plan time and RSS, resume time, ledger write time at ``jobs`` jobs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        manifest = write_manifest(folder, jobs)
+        plan = run_child(python_module("pipeline", "plan", str(manifest), "--json"))
+        if plan.exit_code != 0:
+            raise RuntimeError(f"pipeline plan failed:\n{plan.stderr[-3000:]}")
+        planned = json.loads(plan.stdout)["totals"]["jobs"]
+        log(f"  plan: {planned:,} jobs in {plan.wall_s:.2f} s, peak RSS {plan.max_rss_mb:.0f} MB")
+
+        out = folder / "out"
+        batch = load_manifest(str(manifest), output_dir=str(out))
+        sync_s, mark_s = anyio.run(build_completed_state, batch, backend="asyncio")
+        log(
+            f"  built a completed state: sync_jobs {sync_s:.2f} s, "
+            f"{len(batch.jobs):,} x mark_completed {mark_s:.2f} s"
+        )
+        env = {f"{s.env_key}": "bench-key" for s in SPECS.values()}
+        env |= {f"{s.env_base_url}": CLOSED_PORT_URL for s in SPECS.values()}
+        resume = run_child(
+            python_module("pipeline", "run", str(manifest), "--out", str(out), "--json", "-q"),
+            env=env,
+        )
+        summary: dict[str, Any] = json.loads(resume.stdout) if resume.stdout.strip() else {}
+        if resume.exit_code != 0 or summary.get("totals", {}).get("completed") != planned:
+            raise RuntimeError(f"resume did not find a finished batch:\n{resume.stderr[-3000:]}")
+        log(
+            f"  resume (pipeline run, all completed): {resume.wall_s:.2f} s, "
+            f"peak RSS {resume.max_rss_mb:.0f} MB"
+        )
+        steps = resume_breakdown(manifest, out)
+        log("  resume steps in-process: " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
+        ledger = anyio.run(time_ledger, batch, backend="asyncio")
+        ledger_s = ledger["build_s"] + ledger["write_s"]
+        log(
+            f"  ledger: read {ledger['read_s']:.2f} s, build {ledger['build_s']:.2f} s, "
+            f"write {ledger['write_s']:.2f} s ({ledger['bytes'] / 1e6:.0f} MB)"
+        )
+    return [
+        at_most("plan_s", f"5. pipeline plan, {planned:,} jobs", plan.wall_s, "s", PLAN_S),
+        at_most("plan_rss_mb", "5. pipeline plan peak RSS", plan.max_rss_mb, "MB", PLAN_MB),
+        at_most(
+            "resume_s",
+            f"5. resume {planned:,} completed jobs",
+            resume.wall_s,
+            "s",
+            RESUME_S,
+            details={
+                "steps": steps,
+                "max_rss_mb": resume.max_rss_mb,
+                "setup_sync_jobs_s": sync_s,
+                "setup_mark_completed_ms_each": 1000 * mark_s / len(batch.jobs),
+            },
+        ),
+        info("resume_rss_mb", "5. resume peak RSS", resume.max_rss_mb, "MB"),
+        at_most(
+            "ledger_s",
+            f"5. ledger.json for {planned:,} jobs",
+            ledger_s,
+            "s",
+            LEDGER_S,
+            details=ledger,
+        ),
+        info(
+            "ledger_with_read_s",
+            "5. same, incl. reading the state",
+            ledger_s + ledger["read_s"],
+            "s",
+        ),
+    ]
