@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack, suppress
@@ -111,37 +112,67 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "plan":
-            return _plan(args)
-        if args.command == "status":
-            return _status(args)
-        if args.command == "report":
-            from pipeline.report import write_report
+        return _dispatch(args)
+    except BaseException as exc:  # sorted below into user errors and bugs
+        leaf = _sole_cause(exc)
+        code = _user_error(leaf)
+        if code is None:
+            raise
+        return code
 
-            print(write_report(args.dir, rows=args.rows, cols=args.cols))
-            return EXIT_OK
-        if args.command == "emulate":
-            return _emulate(args)
-        if args.command == "schema":
-            from pipeline.manifest import manifest_schema
 
-            print(json.dumps(manifest_schema(), indent=2))
-            return EXIT_OK
-    except ManifestError as exc:
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _run(args)
+    if args.command == "plan":
+        return _plan(args)
+    if args.command == "status":
+        return _status(args)
+    if args.command == "report":
+        from pipeline.report import write_report
+
+        print(write_report(args.dir, rows=args.rows, cols=args.cols))
+        return EXIT_OK
+    if args.command == "emulate":
+        return _emulate(args)
+    if args.command == "schema":
+        from pipeline.manifest import manifest_schema
+
+        print(json.dumps(manifest_schema(), indent=2))
+        return EXIT_OK
+    raise AssertionError(args.command)  # pragma: no cover
+
+
+def _sole_cause(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) exception groups, or ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _user_error(exc: BaseException) -> int | None:
+    """Print a user-caused error without a traceback and return its exit code; None for
+    anything else (a bug, which keeps its traceback)."""
+    if isinstance(exc, ManifestError):
         for issue in exc.issues[:MAX_ISSUES_SHOWN]:
             print(f"error: {issue}", file=sys.stderr)
         if len(exc.issues) > MAX_ISSUES_SHOWN:
             print(f"... and {len(exc.issues) - MAX_ISSUES_SHOWN} more", file=sys.stderr)
         print("nothing was sent.", file=sys.stderr)
         return EXIT_USAGE
-    except UsageError as exc:
+    if isinstance(exc, UsageError):
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    if isinstance(exc, OSError | sqlite3.Error):
+        # An output folder that cannot be written, a state.db that is not one: the
+        # user's to fix, so a message and no traceback.
+        where = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"error: {where}{reason}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
-    raise AssertionError(args.command)  # pragma: no cover
+    return None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -153,3 +153,19 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         proc = pipeline(*args, cwd=tmp_path)
         assert proc.returncode == 2
         assert "Traceback" not in proc.stderr
+
+
+def test_unwritable_output_and_broken_state_are_usage_errors(
+    manifest: Path, tmp_path: Path
+) -> None:
+    """An output folder under a file, or a state.db that is not a database: exit 2, no traceback."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "state.db").write_text("not a database")
+    for out in (blocker / "out", broken):
+        proc = pipeline("run", str(manifest), "--emulate", "--out", str(out), cwd=tmp_path)
+        assert proc.returncode == 2
+        assert proc.stderr.startswith("error: ")
+        assert "Traceback" not in proc.stderr
