@@ -167,5 +167,5 @@ def test_unwritable_output_and_broken_state_are_usage_errors(
     for out in (blocker / "out", broken):
         proc = pipeline("run", str(manifest), "--emulate", "--out", str(out), cwd=tmp_path)
         assert proc.returncode == 2
-        assert proc.stderr.startswith("error: ")
+        assert "\nerror: " in "\n" + proc.stderr
         assert "Traceback" not in proc.stderr
