@@ -67,7 +67,7 @@ async def test_lost_submit_replies_are_reconciled_or_flagged(
 def test_sigkill_chaos_then_clean_finish(tmp_path: Path) -> None:
     """25 SIGKILLs at random moments, then a clean finish: no unflagged duplicate."""
     rng = random.Random(2026)
-    prompts = [("wavespeed" if i % 2 else "skills_video", f"chaos prompt {i}") for i in range(160)]
+    prompts = [("wavespeed" if i % 2 else "skills_video", f"chaos prompt {i}") for i in range(300)]
     manifest = write_manifest(tmp_path / "chaos.yaml", prompts, rps=40, max_concurrent=4)
     out = tmp_path / "out"
     kills = 0
@@ -81,12 +81,12 @@ def test_sigkill_chaos_then_clean_finish(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGKILL)
             proc.communicate()
             kills += 1
-        assert kills >= 20, "the batch finished before 20 kills"
+        assert kills == 25, "the batch finished before 25 kills"
         final = start_run(manifest, out, url, "--quiet")
         code, _ = wait_exit(final, timeout=180)
         assert code == 0, final.stderr
         ledger = check_images_match_ledger(out)
-        assert ledger["totals"]["completed"] == 160
+        assert ledger["totals"]["completed"] == 300
         assert ledger["finished"] is True
         flagged = {
             j["prompt"] for j in ledger["jobs"] if "possible_duplicate" in j.get("flags", [])
@@ -141,3 +141,30 @@ def test_ctrl_c_exits_130_fast_and_resume_resubmits_nothing(tmp_path: Path) -> N
         before = {j["id"]: j["remote_id"] for j in ledger["jobs"] if j["remote_id"]}
         after = {j["id"]: j["remote_id"] for j in final["jobs"]}
         assert all(after[i] == rid for i, rid in before.items())
+
+
+def test_budget_holds_under_kills_and_faults(tmp_path: Path) -> None:
+    """Killed 10 times amid 5xx and dropped connections, the batch never spends past its cap."""
+    rng = random.Random(7)
+    prompts = [("wavespeed" if i % 2 else "skills_video", f"budget prompt {i}") for i in range(60)]
+    cap = 0.9  # about half of what the 60 jobs would cost ($0.028 + 20 x $0.001 each)
+    manifest = write_manifest(tmp_path / "b.yaml", prompts, rps=40, max_concurrent=4, max_usd=cap)
+    out = tmp_path / "out"
+    faults = ("--fault", "submit_5xx=0.1", "--fault", "poll_5xx=0.1", "--fault", "reset=0.05")
+    args = ("--latency", "0.3", "--image-scale", "0.0625", *faults)
+    with emulator_process(*args) as url:
+        for _ in range(10):
+            proc = start_run(manifest, out, url, "--quiet")
+            time.sleep(rng.uniform(0.4, 1.4))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+        final = start_run(manifest, out, url, "--quiet")
+        code, _ = wait_exit(final, timeout=180)
+        stats = get_json(f"{url}/_emulator/stats")
+    charged = stats["wavespeed"]["charged"] + stats["skills_video"]["charged"] * 0.001
+    assert charged <= cap + 1e-9
+    assert code == 3, final.stderr  # stopped by the budget, not by a crash
+    ledger = json.loads((out / "ledger.json").read_text())
+    assert ledger["totals"]["cost_usd"] <= cap + 1e-9
+    assert ledger["totals"]["completed"] >= 20
