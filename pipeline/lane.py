@@ -4,6 +4,31 @@ The lane turns "run this job at the provider" into a final ``TaskStatus``. It ow
 provider's ``RateLimiter`` (every submit and poll takes a slot), its poll schedule and
 its stop switch (credentials rejected, out of credit). It speaks only pipeline types;
 the adapter behind it holds the wire format.
+
+Error classes, as the lane treats them:
+
+==========================================  ==============================================
+what happened                               the lane's reaction
+==========================================  ==============================================
+429 (any request)                           the whole lane pauses (Retry-After, capped),
+                                            its rate drops; a refused submit is resent
+timeout / connection error / 5xx on submit  resent with stamina back-off, but only when the
+                                            adapter says no task can exist (``retryable``)
+reply lost after a submit was sent          ``OutcomeUnknown``: never resent here (the
+                                            scheduler reconciles)
+any error on a poll                         polled again on the schedule; a *final* error
+                                            (404, other 4xx) only after
+                                            ``MAX_POLL_FAILURES`` in a row
+401 / 403                                   the lane stops: no request of any kind (also
+                                            after a 402 stop)
+402 (out of credit)                         no more submits; tasks already paid for are
+                                            still polled (and deleted on timeout)
+400 / 422 on submit                         final: the job fails with the provider's code
+==========================================  ==============================================
+
+Nothing waits unboundedly: submit retries stop at the job's submit deadline (and after
+``SUBMIT_ATTEMPTS`` / ``MAX_SUBMIT_REFUSALS``), a pause never exceeds ``MAX_PAUSE_S`` nor
+the job timeout, and the caller bounds ``wait`` by the job deadline.
 """
 
 from __future__ import annotations
@@ -28,6 +53,13 @@ from pipeline.providers.base import ProviderAdapter, TaskState, TaskStatus
 SUBMIT_ATTEMPTS = 5
 MAX_SUBMIT_REFUSALS = 50
 DEFAULT_RETRY_AFTER_S = 1.0
+# A hostile or confused Retry-After (an hour, a date next year) must not stall a run.
+MAX_PAUSE_S = 60.0
+# A final error on a poll (404 right after a submit, a proxy's 400) may be transient too.
+MAX_POLL_FAILURES = 3
+POLL_RETRY_MIN_S = 0.5
+# The last poll before a job deadline goes this long before it (or 10% of the time allowed).
+LAST_LOOK_S = 5.0
 GROW_AFTER_COMPLETIONS = 10
 
 
@@ -84,9 +116,21 @@ class Lane:
 
     # -- one request ---------------------------------------------------------------------
 
-    async def _request_slot(self) -> None:
-        if self.stopped is not None:
-            raise LaneStopped(self.stopped)
+    def refuses(self, *, submit: bool) -> ProviderError | None:
+        """Why the lane would refuse a request now (None: it would not).
+
+        A rejected key stops every request; running out of credit stops only submits, so
+        tasks already paid for are still polled, downloaded or deleted.
+        """
+        stop = self.stopped
+        if stop is not None and (submit or isinstance(stop, AuthError)):
+            return stop
+        return None
+
+    async def _request_slot(self, *, submit: bool = False) -> None:
+        stop = self.refuses(submit=submit)
+        if stop is not None:
+            raise LaneStopped(stop)
         await self.limiter.acquire()
         self.counters.requests += 1
 
@@ -95,8 +139,14 @@ class Lane:
         if isinstance(exc, RateLimited):
             self.counters.rate_limited += 1
             wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER_S
-            self.limiter.pause(wait)
-        elif isinstance(exc, AuthError | InsufficientCredits) and self.stopped is None:
+            self.limiter.pause(min(wait, MAX_PAUSE_S, self.settings.job_timeout_s))
+        elif isinstance(exc, AuthError | InsufficientCredits):
+            self._stop(exc)
+
+    def _stop(self, exc: ProviderError) -> None:
+        # A rejected key outranks a credit stop: it blocks polls as well.
+        upgrade = isinstance(exc, AuthError) and not isinstance(self.stopped, AuthError)
+        if self.stopped is None or upgrade:
             self.stopped = exc
 
     def _retry_wait(self, exc: Exception) -> bool | float:
@@ -108,26 +158,30 @@ class Lane:
 
     # -- submit --------------------------------------------------------------------------
 
-    async def submit(self, job: Job) -> TaskStatus:
+    async def submit(self, job: Job, *, deadline: float | None = None) -> TaskStatus:
         """Create the task; retried only when the provider provably did not take it.
 
         A 429 is a refusal, not a failure: no task was created, the limiter has paused
         the whole lane, and the lane runs fewer tasks at once from now on; the submit is
-        then sent again (up to ``MAX_SUBMIT_REFUSALS`` times). Raises ``OutcomeUnknown``
-        when a request was sent and no reply came back, ``LaneStopped`` when the lane
-        stopped, or the final ``ProviderError``.
+        then sent again (up to ``MAX_SUBMIT_REFUSALS`` times). ``deadline`` (clock time):
+        no new attempt starts after it, the last error is raised instead. Raises
+        ``OutcomeUnknown`` when a request was sent and no reply came back, ``LaneStopped``
+        when the lane stopped, or the final ``ProviderError``.
         """
         refusals = 0
         while True:
             try:
-                return await self._submit_once(job)
+                return await self._submit_once(job, deadline)
             except RateLimited:
                 refusals += 1
                 self._calm = 0
                 # The provider may be refusing because of tasks in flight, not rate.
                 self.slots.total_tokens = max(1, self.slots.borrowed_tokens - 1)
-                if refusals >= MAX_SUBMIT_REFUSALS:
+                if refusals >= MAX_SUBMIT_REFUSALS or self._past(deadline):
                     raise
+
+    def _past(self, deadline: float | None) -> bool:
+        return deadline is not None and self.clock.now() >= deadline
 
     def task_done(self) -> None:
         """A task reached a terminal state; after a calm streak, allow one more at once."""
@@ -139,16 +193,19 @@ class Lane:
             self._calm = 0
             self.slots.total_tokens = self.slots.total_tokens + 1
 
-    async def _submit_once(self, job: Job) -> TaskStatus:
+    async def _submit_once(self, job: Job, deadline: float | None) -> TaskStatus:
+        # stamina's timeout stops retrying once the remaining time is used up (it counts
+        # from now, on the monotonic clock; our clock only says how much is left).
+        timeout = None if deadline is None else max(1e-3, deadline - self.clock.now())
         async for attempt in stamina.retry_context(
             on=self._retry_wait,
             attempts=SUBMIT_ATTEMPTS,
-            timeout=None,
+            timeout=timeout,
             wait_initial=0.5,
             wait_max=10.0,
         ):
             with attempt:
-                await self._request_slot()
+                await self._request_slot(submit=True)
                 try:
                     status = await self.adapter.submit(job)
                 except ProviderError as exc:
@@ -163,18 +220,33 @@ class Lane:
 
     # -- poll ----------------------------------------------------------------------------
 
-    async def wait(self, job: Job, status: TaskStatus, submitted_at: float) -> TaskStatus:
+    async def wait(
+        self,
+        job: Job,
+        status: TaskStatus,
+        submitted_at: float,
+        deadline: float | None = None,
+    ) -> TaskStatus:
         """Poll until the task is terminal and return its final status.
 
         ``submitted_at`` is the clock time of the submit (for a reattached task, of this
-        run's first look). The caller bounds this with the job deadline. Transient poll
-        errors are retried on the poll schedule; a final error (unknown id, rejected key)
-        is raised.
+        run's first look). The caller bounds this with the job ``deadline`` (clock time);
+        given here too, it gets one last look just before it rather than a poll scheduled
+        after it. Poll errors are retried on the poll schedule without growing the
+        interval; a final one (unknown id...) is raised only after ``MAX_POLL_FAILURES``
+        in a row, a rejected key at once (``LaneStopped``).
         """
         delay = self.schedule.first_delay()
         next_at = submitted_at + delay
         last_running = submitted_at
+        final_errors = 0
+        last_look = None
+        if deadline is not None:
+            last_look = deadline - min(LAST_LOOK_S, 0.1 * (deadline - submitted_at))
         while not status.state.terminal:
+            if last_look is not None and next_at > last_look:
+                next_at = max(self.clock.now(), last_look)
+                last_look = None  # once: after it, the deadline decides
             await self.clock.sleep(next_at - self.clock.now())
             await self._request_slot()
             try:
@@ -185,15 +257,21 @@ class Lane:
                 if isinstance(exc, AuthError):
                     raise LaneStopped(exc) from exc
                 if not exc.retryable:
-                    raise
-            else:
-                self.limiter.record_success()
-                if polled.state is TaskState.COMPLETED:
-                    # It finished somewhere between the last two looks: learn the midpoint.
-                    seen = self.clock.now()
-                    self.schedule.observe((last_running + seen) / 2 - submitted_at)
-                status = polled
-                last_running = self.clock.now()
+                    final_errors += 1
+                    if final_errors >= MAX_POLL_FAILURES:
+                        raise
+                # Nothing was learned: look again after the same interval, not a longer one
+                # (but not in a tight loop against a provider that is failing).
+                next_at = self.clock.now() + max(delay, POLL_RETRY_MIN_S)
+                continue
+            final_errors = 0
+            self.limiter.record_success()
+            if polled.state is TaskState.COMPLETED:
+                # It finished somewhere between the last two looks: learn the midpoint.
+                seen = self.clock.now()
+                self.schedule.observe((last_running + seen) / 2 - submitted_at)
+            status = polled
+            last_running = self.clock.now()
             now = self.clock.now()
             delay = self.schedule.next_delay(now - submitted_at, delay)
             next_at = now + delay
@@ -204,7 +282,7 @@ class Lane:
         lost (only where the API lists running tasks). ``exclude``: remote ids that
         belong to other jobs."""
         running = getattr(self.adapter, "running", None)
-        if running is None or self.stopped is not None:
+        if running is None or self.refuses(submit=False) is not None:
             return None
         await self._request_slot()
         try:
@@ -220,7 +298,7 @@ class Lane:
     async def cancel(self, remote_id: str) -> None:
         """Best effort: delete a task the run gave up on, where the API allows it."""
         cancel = getattr(self.adapter, "cancel", None)
-        if cancel is None or self.stopped is not None:
+        if cancel is None or self.refuses(submit=False) is not None:
             return
         with anyio.move_on_after(10):
             try:

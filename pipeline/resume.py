@@ -9,13 +9,17 @@
 | completed, files intact    | nothing                                                   |
 | completed, a file missing  | poll again by remote id and re-download (``redownloaded``), |
 | or of the wrong size       | or regenerate when no remote id is known (``regenerated``)  |
-| failed                     | nothing, unless ``--retry-failed``                         |
+| failed                     | nothing, unless ``--retry-failed``: then submitted again,  |
+|                            | except a paid task whose images failed to download: that  |
+|                            | one is polled by remote id and re-downloaded               |
 
-Tasks already running at the provider come first: they are paid for.
+Tasks already running at the provider come first: they are paid for. A file counts as
+present only if it is a regular file of the recorded size (a planted symlink does not).
 """
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +51,10 @@ def plan_work(batch: Batch, records: dict[str, JobRecord], *, retry_failed: bool
         elif rec.status == "intent":
             work.append(WorkItem(job, unknown=True))
         elif rec.status == "failed" and retry_failed:
-            work.append(WorkItem(job))
+            if rec.remote_id and (rec.error or {}).get("code") == "download":
+                reattach.append(WorkItem(job, remote_id=rec.remote_id, flags=("redownloaded",)))
+            else:
+                work.append(WorkItem(job))
         elif rec.status == "completed" and not _files_present(batch, rec):
             if rec.remote_id:
                 reattach.append(WorkItem(job, remote_id=rec.remote_id, flags=("redownloaded",)))
@@ -62,8 +69,9 @@ def _files_present(batch: Batch, rec: JobRecord) -> bool:
     for img in rec.images:
         p = root / str(img.get("path", ""))
         try:
-            if p.stat().st_size != img.get("bytes"):
-                return False
+            info = p.lstat()
         except OSError:
+            return False
+        if not stat.S_ISREG(info.st_mode) or info.st_size != img.get("bytes"):
             return False
     return bool(rec.images)

@@ -8,6 +8,14 @@ A lane worker holds one of the provider's task slots from submit until the task 
 terminal; downloads happen after the slot is released, so slow image transfers never
 keep the provider idle. Every state change is committed before the next step (see
 ``pipeline.state``); ledger.json is rewritten from the state at most once a second.
+
+Deadlines (nothing can hang a run): a job's submit attempts stop ``max(job_timeout_s,
+SUBMIT_WINDOW_MIN_S)`` after the job started (each request is bounded by the adapter's
+timeout); the task then has ``job_timeout_s`` from its creation to finish, after which it
+fails with ``timeout`` and is deleted at the provider where the API allows; its images have
+``max(job_timeout_s, DOWNLOAD_WINDOW_MIN_S)`` to download (each attempt bounded by the
+downloader's timeout). The windows have floors because ``job_timeout_s`` is about how long
+a provider may take to generate, not about how long we may need to reach it.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
+import stamina
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from pipeline.budget import BudgetGuard, Reservation
@@ -36,10 +45,16 @@ from pipeline.resume import WorkItem
 from pipeline.state import StateStore
 from pipeline.storage import Downloader, StoredImage
 
-DOWNLOAD_ATTEMPTS = 4
+DOWNLOAD_ATTEMPTS = 5
+DOWNLOAD_WINDOW_MIN_S = 60.0
+SUBMIT_WINDOW_MIN_S = 60.0
 MAX_UNKNOWN_OUTCOMES = 2
 RECONCILE_DELAY_S = 1.0
 REATTACH_MIN_DEADLINE_S = 60.0
+
+
+def _download_retryable(exc: Exception) -> bool:
+    return isinstance(exc, DownloadError) and exc.retryable
 
 
 @dataclass(slots=True)
@@ -85,6 +100,7 @@ class Scheduler:
 
     async def run(self, work: list[WorkItem]) -> None:
         """Run ``work`` to the end (or until cancelled, with state committed)."""
+        await self.downloader.sweep()
         done_send, done_recv = anyio.create_memory_object_stream[Finished](math.inf)
         async with anyio.create_task_group() as tg:
             async with done_recv:
@@ -129,26 +145,33 @@ class Scheduler:
 
     async def _run_at_provider(self, lane: Lane, item: WorkItem) -> Finished | None:
         job = item.job
-        if lane.stopped is not None:
-            await self._fail(lane, job, provider_error(lane.stopped))
+        # A task already at the provider is still polled when only submits are stopped.
+        refusal = lane.refuses(submit=item.remote_id is None)
+        if refusal is not None:
+            await self._fail(lane, job, provider_error(refusal))
             return None
         reservation: Reservation | None = None
         started = self.clock.now()
+        timeout = lane.settings.job_timeout_s
         lane.counters.in_flight += 1
         try:
             for flag in item.flags:
                 await self.state.add_flag(job.id, flag)
             if item.remote_id is not None:
                 status = TaskStatus(remote_id=item.remote_id, state=TaskState.QUEUED)
-                deadline = max(lane.settings.job_timeout_s, REATTACH_MIN_DEADLINE_S)
+                deadline = max(timeout, REATTACH_MIN_DEADLINE_S)
             else:
-                started_task = await self._start(lane, item)
+                submit_by = started + max(timeout, SUBMIT_WINDOW_MIN_S)
+                started_task = await self._start(lane, item, submit_by=submit_by)
                 if started_task is None:
                     return None
                 status, reservation = started_task
-                deadline = lane.settings.job_timeout_s
-            with anyio.move_on_after(deadline - (self.clock.now() - started)):
-                final = await lane.wait(job, status, started)
+                deadline = timeout
+            # The task's deadline runs from its creation: a slow submit phase (retries,
+            # 429 pauses) must not make us throw away a task we just paid for.
+            now = self.clock.now()
+            with anyio.move_on_after(deadline):
+                final = await lane.wait(job, status, now, now + deadline)
                 if final.state is TaskState.COMPLETED:
                     return Finished(job, lane, final, reservation, started)
                 await self._fail(
@@ -179,9 +202,13 @@ class Scheduler:
             self.budget.settle(reservation, None)
         return None
 
-    async def _start(self, lane: Lane, item: WorkItem) -> tuple[TaskStatus, Reservation] | None:
+    async def _start(
+        self, lane: Lane, item: WorkItem, *, submit_by: float
+    ) -> tuple[TaskStatus, Reservation] | None:
         """Reserve the job's cost and create its task (reconciling first if an earlier
         submit's outcome is unknown). None: not started (budget, stop, unknown outcome).
+        A submit that fails releases its reservation and raises (``ProviderError``,
+        ``LaneStopped``): no task was created, nothing was charged.
 
         Under a cap, a provider that reports its charge only in the submit reply gets one
         submit at a time until the first reply has taught the guard the real price, so an
@@ -207,9 +234,15 @@ class Scheduler:
             except BudgetExhausted as exc:
                 self.stop_submitting(str(exc))
                 return None
-            status = await self._reconcile(lane, job) if item.unknown else None
-            if status is None:
-                status = await self._submit(lane, job, possible_duplicate=item.unknown)
+            try:
+                status = await self._reconcile(lane, job) if item.unknown else None
+                if status is None:
+                    status = await self._submit(
+                        lane, job, possible_duplicate=item.unknown, submit_by=submit_by
+                    )
+            except BaseException:
+                self.budget.settle(reservation, None)
+                raise
             if status is None:
                 self.budget.settle(reservation, None)
                 return None
@@ -221,7 +254,9 @@ class Scheduler:
             if probe is not None:
                 probe.release()
 
-    async def _submit(self, lane: Lane, job: Job, *, possible_duplicate: bool) -> TaskStatus | None:
+    async def _submit(
+        self, lane: Lane, job: Job, *, possible_duplicate: bool, submit_by: float
+    ) -> TaskStatus | None:
         """Intent, submit, record: the write-ahead protocol of ``pipeline.state``.
 
         A submit whose reply was lost is reconciled (where the provider lists running
@@ -242,7 +277,7 @@ class Scheduler:
                     return None
             await self.state.mark_intent(job.id)
             try:
-                status = await lane.submit(job)
+                status = await lane.submit(job, deadline=submit_by)
             except OutcomeUnknown as exc:
                 await self.state.note_error(job.id, provider_error(exc))
                 await self.clock.sleep(RECONCILE_DELAY_S)
@@ -285,12 +320,19 @@ class Scheduler:
     async def _complete(self, item: Finished) -> None:
         job, lane, status = item.job, item.lane, item.status
         stored: list[StoredImage] = []
+        window = max(lane.settings.job_timeout_s, DOWNLOAD_WINDOW_MIN_S)
         try:
             if not status.images:
                 raise DownloadError("the task completed without images", url="", retryable=False)
-            for k, ref in enumerate(status.images, start=1):
-                stored.append(await self._download(ref.url, f"{job.id}-{k}"))
+            with anyio.move_on_after(window) as scope:
+                for k, ref in enumerate(status.images, start=1):
+                    stored.append(await self._download(ref.url, f"{job.id}-{k}"))
+            if scope.cancelled_caught:
+                raise DownloadError(f"images not downloaded within {window:g} s", url="")
         except DownloadError as exc:
+            # A failed job lists no images, so none of its files may stay on disk.
+            for image in stored:
+                await self.downloader.discard(image)
             cost = lane.adapter.cost(job, status)
             self._settle(item, cost)
             lane.counters.failed += 1
@@ -328,14 +370,16 @@ class Scheduler:
             self.budget.spent_credits += cost.credits or 0.0
 
     async def _download(self, url: str, stem: str) -> StoredImage:
-        last: DownloadError | None = None
-        for attempt in range(DOWNLOAD_ATTEMPTS):
-            try:
+        """Fetch one image, retrying truncated, corrupt or failed transfers (stamina, with
+        jitter); raises the last ``DownloadError``."""
+        async for attempt in stamina.retry_context(
+            on=_download_retryable,
+            attempts=DOWNLOAD_ATTEMPTS,
+            timeout=None,
+            wait_initial=0.2,
+            wait_max=5.0,
+            wait_jitter=0.3,
+        ):
+            with attempt:
                 return await self.downloader.fetch(url, stem)
-            except DownloadError as exc:
-                last = exc
-                if not exc.retryable:
-                    raise
-                await self.clock.sleep(min(8.0, 0.5 * 2**attempt))
-        assert last is not None
-        raise last
+        raise AssertionError("unreachable")  # pragma: no cover

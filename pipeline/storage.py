@@ -1,23 +1,48 @@
-"""Image downloads: streamed to disk, checked, written atomically.
+"""Image downloads: streamed to disk, checked, written atomically, never outside the folder.
 
-An image is streamed with aiohttp into ``<name>.part`` through aiofiles (never held whole
-in memory), hashed on the way, checked (scheme, size cap, Content-Length, magic bytes, a
-header parse by Pillow for width and height) and only then renamed into place, so a file
-with its final name is always complete and valid.
+An image is streamed with aiohttp into a temporary ``<name>.<random>.part`` through
+aiofiles (never held whole in memory), hashed on the way, checked (scheme, size cap,
+Content-Length, magic bytes, the format's end marker, a header parse by Pillow for width
+and height) and only then renamed into place, so a file with its final name is always
+complete and valid.
+
+Paths: every file is created and renamed relative to a file descriptor of ``images/``,
+opened with ``O_NOFOLLOW | O_DIRECTORY``. So nothing is written outside the output folder
+even when someone planted symlinks there:
+
+- ``images/`` itself a symlink (or not a directory): refused with a non-retryable
+  ``DownloadError`` (the job fails with code ``download``; nothing is written);
+- a temporary file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` under a random name,
+  so a planted ``.part`` file or symlink is never opened, let alone followed;
+- the final rename replaces a planted symlink at the final name (``rename`` acts on the
+  link itself, never on its target).
+
+Temporary files of a process that was killed mid-download are swept (unlinked, never
+followed) once per ``Downloader``: by ``sweep()`` at the start of a run, or else before
+its first download starts.
+
+File names come from job ids, which the manifest already restricts to safe characters;
+``fetch`` checks again (no ``/``, ``\\``, NUL, ``..``, leading dot, at most ``MAX_STEM``
+characters) and refuses anything else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import secrets
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import aiofiles
-import aiofiles.os
 import aiohttp
+import anyio
+import anyio.to_thread
 from PIL import Image
 
 from pipeline.errors import DownloadError
@@ -25,6 +50,11 @@ from pipeline.errors import DownloadError
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 CHUNK = 256 * 1024
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+MAX_STEM = 200
+_TAIL = 32
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +92,43 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """Width and height from the image header; raises DownloadError if it is not one."""
+def check_stem(stem: str) -> None:
+    """Refuse a file name stem that could leave ``images/`` or hide there.
+
+    Raises ``DownloadError`` (not retryable) for an empty or overlong stem, one with
+    ``/``, ``\\``, NUL or ``..``, or a leading dot.
+    """
+    if (
+        not stem
+        or len(stem) > MAX_STEM
+        or any(c in stem for c in "/\\\0")
+        or ".." in stem
+        or stem.startswith(".")
+    ):
+        raise DownloadError(f"unsafe image file name {stem[:80]!r}", url="", retryable=False)
+
+
+def looks_complete(fmt: str, tail: bytes, size: int, head: bytes) -> bool:
+    """Whether an image of ``fmt`` ends where its format says it ends (a cheap truncation
+    check that needs no Content-Length and no decoding): PNG's IEND chunk, JPEG's EOI
+    marker, WebP's RIFF length."""
+    if fmt == "png":
+        return tail.endswith(_PNG_END)
+    if fmt == "jpeg":
+        return b"\xff\xd9" in tail
+    if fmt == "webp" and len(head) >= 8:
+        riff = int(struct.unpack("<I", head[4:8])[0])
+        return riff + 8 + (riff & 1) == size or riff + 8 == size
+    return False
+
+
+def image_size(source: Path | BinaryIO) -> tuple[int, int]:
+    """Width and height from the image header; raises DownloadError if it is not one
+    (or if it is a decompression bomb)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 return img.size
     except (
         OSError,
@@ -76,7 +137,8 @@ def image_size(path: Path) -> tuple[int, int]:
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as exc:
-        raise DownloadError(f"not a readable image: {exc}", url=str(path), retryable=False) from exc
+        where = str(source) if isinstance(source, Path) else ""
+        raise DownloadError(f"not a readable image: {exc}", url=where, retryable=False) from exc
 
 
 class Downloader:
@@ -95,28 +157,37 @@ class Downloader:
         self._session = session
         self._max_bytes = max_bytes
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=15, sock_read=30)
+        self._swept = False
+        self._sweep_lock = anyio.Lock()
 
     async def fetch(self, url: str, stem: str) -> StoredImage:
         """Download ``url`` to ``images/<stem>.<ext>`` and return what was stored.
 
-        Raises ``DownloadError`` (``retryable`` for network faults and truncation).
+        Raises ``DownloadError``: ``retryable`` for network faults, HTTP 408/429/5xx and
+        truncation; final for a bad URL or stem, a non-image, an oversized image, an
+        ``images/`` that is not a real directory, or a file system error.
         """
+        check_stem(stem)
         if urlsplit(url).scheme not in ("http", "https"):
             raise DownloadError("image URL is not http(s)", url=url, retryable=False)
-        await aiofiles.os.makedirs(self.images, exist_ok=True)
-        part = self.images / f"{stem}.part"
+        dir_fd = await self._images_fd(url)
+        part = f"{stem}.{secrets.token_hex(8)}.part"
         try:
-            digest, size, fmt = await self._stream(url, part)
+            digest, size, fmt = await self._stream(url, part, dir_fd)
             # The extension follows the bytes, not the request: a provider that sent jpeg
             # for a png request still delivered a paid-for image; the ledger says which.
-            final = self.images / f"{stem}.{EXTENSIONS[fmt]}"
-            width, height = image_size(part)
-            os.replace(part, final)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
+            final = f"{stem}.{EXTENSIONS[fmt]}"
+            width, height = await anyio.to_thread.run_sync(_finish, dir_fd, part, final)
+        except OSError as exc:
+            # The file system refused (disk full, a directory in the way...): final.
+            raise DownloadError(
+                f"cannot write the image: {exc.strerror or exc}", url=url, retryable=False
+            ) from exc
+        finally:
+            _discard(dir_fd, part)
+            os.close(dir_fd)
         return StoredImage(
-            path=final.relative_to(self.root).as_posix(),
+            path=f"{self.images.name}/{final}",
             sha256=digest,
             bytes=size,
             width=width,
@@ -125,10 +196,66 @@ class Downloader:
             source_url=url,
         )
 
-    async def _stream(self, url: str, part: Path) -> tuple[str, int, str]:
+    async def discard(self, image: StoredImage) -> None:
+        """Remove a stored image again (its job failed after all). Never raises."""
+        name = image.path.rpartition("/")[2]
+
+        def _remove() -> None:
+            try:
+                dir_fd = os.open(self.images, _DIR_FLAGS)
+            except OSError:
+                return
+            try:
+                _discard(dir_fd, name)
+            finally:
+                os.close(dir_fd)
+
+        await anyio.to_thread.run_sync(_remove)
+
+    async def sweep(self) -> None:
+        """Remove temp files a killed run left in ``images/`` (if it is a real directory;
+        nothing happens otherwise). Never raises."""
+        with contextlib.suppress(DownloadError):
+            os.close(await self._images_fd(""))
+
+    async def _images_fd(self, url: str) -> int:
+        if not self._swept:
+            # No download may create its temp file before the sweep is over.
+            async with self._sweep_lock:
+                if not self._swept:
+                    dir_fd = await anyio.to_thread.run_sync(self._open_images, url)
+                    await anyio.to_thread.run_sync(_sweep_parts, dir_fd)
+                    self._swept = True
+                    return dir_fd
+        return await anyio.to_thread.run_sync(self._open_images, url)
+
+    def _open_images(self, url: str) -> int:
+        """A descriptor of ``images/`` (created if missing); refuses a symlink or a
+        non-directory there, which could point outside the output folder."""
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.images)
+            return os.open(self.images, _DIR_FLAGS)
+        except OSError as exc:
+            raise DownloadError(
+                f"{self.images} is not a directory inside the output folder "
+                f"(a symlink?): {exc.strerror or exc}; refusing to write there",
+                url=url,
+                retryable=False,
+            ) from exc
+
+    async def _stream(self, url: str, part: str, dir_fd: int) -> tuple[str, int, str]:
         sha = hashlib.sha256()
         size = 0
         fmt: str | None = None
+        head = b""
+        tail = b""
+
+        def opener(name: str, flags: int) -> int:
+            # Exclusive and never through a symlink, whatever ``open`` asked for.
+            return os.open(name, _NEW_FILE_FLAGS, 0o644, dir_fd=dir_fd)
+
         try:
             async with self._session.get(url, timeout=self._timeout) as resp:
                 if resp.status != 200:
@@ -144,10 +271,12 @@ class Downloader:
                         url=url,
                         retryable=False,
                     )
-                async with aiofiles.open(part, "wb") as out:
+                async with aiofiles.open(part, "wb", opener=opener) as out:
                     async for chunk in resp.content.iter_chunked(CHUNK):
-                        if fmt is None:
-                            fmt = sniff_format(chunk[:16])
+                        if len(head) < 16:
+                            head += chunk[: 16 - len(head)]
+                        if fmt is None and len(head) >= 12:
+                            fmt = sniff_format(head)
                             if fmt is None:
                                 raise DownloadError(
                                     "response is not a png, jpeg or webp image",
@@ -162,11 +291,45 @@ class Downloader:
                                 retryable=False,
                             )
                         sha.update(chunk)
+                        tail = (tail + chunk)[-_TAIL:]
                         await out.write(chunk)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise DownloadError(f"download failed: {type(exc).__name__}", url=url) from exc
         if declared is not None and size != declared:
             raise DownloadError(f"truncated: got {size} of {declared} bytes", url=url)
         if fmt is None:
-            raise DownloadError("empty response", url=url)
+            if head and sniff_format(head) is None:
+                raise DownloadError(
+                    "response is not a png, jpeg or webp image", url=url, retryable=False
+                )
+            raise DownloadError("empty or truncated response", url=url)
+        if not looks_complete(fmt, tail, size, head):
+            raise DownloadError(f"truncated: the {fmt} data ends early", url=url)
         return sha.hexdigest(), size, fmt
+
+
+def _finish(dir_fd: int, part: str, final: str) -> tuple[int, int]:
+    """Read the header of the finished temp file, then rename it into place (replacing a
+    symlink at ``final``, never following it). Raises ``DownloadError`` or ``OSError``."""
+    fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        size = image_size(f)
+    os.replace(part, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    return size
+
+
+def _sweep_parts(dir_fd: int) -> None:
+    """Unlink leftover ``*.part`` entries (files or links; directories are left alone)."""
+    try:
+        names = os.listdir(dir_fd)
+    except OSError:
+        return
+    for name in names:
+        if name.endswith(".part"):
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dir_fd)
+
+
+def _discard(dir_fd: int, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)

@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import anyio
 import pytest
 from aiohttp import web
 from PIL import Image
 
 from pipeline.errors import DownloadError
-from pipeline.storage import Downloader, sniff_format
+from pipeline.storage import Downloader, looks_complete, sniff_format
 
 pytestmark = pytest.mark.anyio
 
@@ -34,9 +35,35 @@ async def _truncated(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def _closed(request: web.Request) -> web.StreamResponse:
+    assert request.transport is not None
+    request.transport.close()
+    return web.Response(status=499)
+
+
+async def _cut_cleanly(request: web.Request) -> web.StreamResponse:
+    # No Content-Length (chunked), half an image, then a clean end of body.
+    body = _png()
+    resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+    await resp.prepare(request)
+    await resp.write(body[: len(body) // 2])
+    await resp.write_eof()
+    return resp
+
+
+async def _stalled(request: web.Request) -> web.StreamResponse:
+    body = _png()
+    resp = web.StreamResponse(headers={"Content-Length": str(len(body))})
+    await resp.prepare(request)
+    await resp.write(body[:20])
+    await anyio.sleep(2)  # well past the client's 0.5 s timeout
+    return resp
+
+
 @pytest.fixture
 async def image_server() -> AsyncIterator[str]:
-    """Serves a good PNG, a JPEG, a truncated PNG, an HTML page, a 503 and a big file."""
+    """Serves a good PNG, a JPEG, a truncated PNG, an HTML page, a 503 and a big file,
+    plus a closed connection, a cleanly ended half image and a stalled body."""
     app = web.Application()
     jpeg = io.BytesIO()
     Image.new("RGB", (16, 9)).save(jpeg, "JPEG")
@@ -60,6 +87,9 @@ async def image_server() -> AsyncIterator[str]:
     for path in routes:
         app.router.add_get(path, reply(path))
     app.router.add_get("/cut.png", _truncated)
+    app.router.add_get("/closed.png", _closed)
+    app.router.add_get("/cut-clean.png", _cut_cleanly)
+    app.router.add_get("/stalled.png", _stalled)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -100,6 +130,8 @@ async def test_extension_follows_the_bytes(image_server: str, downloader: Downlo
     ("path", "retryable", "match"),
     [
         ("/cut.png", True, "truncated|download failed"),
+        ("/closed.png", True, "download failed"),
+        ("/cut-clean.png", True, "truncated"),
         ("/page.html", False, "not a png"),
         ("/busy", True, "HTTP 503"),
         ("/big.png", False, "cap"),
@@ -132,3 +164,27 @@ def test_sniff_format() -> None:
     assert sniff_format(b"\xff\xd8\xff\xe0") == "jpeg"
     assert sniff_format(b"RIFF\0\0\0\0WEBPVP8 ") == "webp"
     assert sniff_format(b"GIF89a") is None
+
+
+async def test_stalled_body_times_out(image_server: str, tmp_path: Path) -> None:
+    """A server that stops sending mid-body cannot hang a download: retryable error."""
+    async with aiohttp.ClientSession() as session:
+        downloader = Downloader(tmp_path, session=session, timeout_s=0.5)
+        with anyio.fail_after(10):
+            with pytest.raises(DownloadError, match="download failed") as info:
+                await downloader.fetch(f"{image_server}/stalled.png", "slow")
+    assert info.value.retryable is True
+    assert list((tmp_path / "images").iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_complete_images_pass_the_end_check(fmt: str) -> None:
+    """Whole png, jpeg and webp files end where their format says; cut ones do not."""
+    buf = io.BytesIO()
+    Image.new("RGB", (33, 17), (1, 2, 3)).save(buf, fmt)
+    data = buf.getvalue()
+    kind = sniff_format(data[:16])
+    assert kind is not None
+    assert looks_complete(kind, data[-32:], len(data), data[:16])
+    cut = data[: len(data) * 2 // 3]
+    assert not looks_complete(kind, cut[-32:], len(cut), cut[:16])
