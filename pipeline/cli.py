@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -286,6 +285,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _emulate(args: argparse.Namespace) -> int:
     from pipeline.emulator import EmulatorConfig, serve_forever
+    from pipeline.emulator.options import fault_profile, required_keys
 
     try:
         config = EmulatorConfig(
@@ -293,8 +293,8 @@ def _emulate(args: argparse.Namespace) -> int:
             latency_jitter=args.jitter,
             image_scale=args.image_scale,
             seed=args.seed,
-            faults=_fault_profile(args.fault),
-            api_keys=_required_keys(args.require_key),
+            faults=fault_profile(args.fault),
+            api_keys=required_keys(args.require_key),
         )
     except (TypeError, ValueError) as exc:
         raise UsageError(f"emulate: {exc}") from exc
@@ -305,42 +305,6 @@ def _emulate(args: argparse.Namespace) -> int:
     with suppress(KeyboardInterrupt):
         anyio.run(serve_forever, config, args.host, args.port, ready, backend="asyncio")
     return EXIT_OK
-
-
-def _required_keys(env_name: str | None) -> dict[str, str] | None:
-    if env_name is None:
-        return None
-    key = os.environ.get(env_name, "").strip()
-    if not key:
-        raise UsageError(f"--require-key: environment variable {env_name} is empty")
-    return {"wavespeed": key, "skills_video": key}
-
-
-def _fault_profile(items: list[str]) -> Any:
-    """``--fault name=value`` options -> a FaultProfile (values parsed by field type)."""
-    from dataclasses import fields
-
-    from pipeline.emulator import FaultProfile
-
-    types = {f.name: str(f.type) for f in fields(FaultProfile)}
-    values: dict[str, object] = {}
-    for item in items:
-        name, sep, raw = item.partition("=")
-        if not sep or name not in types:
-            raise UsageError(
-                f"--fault {item!r}: expected NAME=VALUE, NAME one of " + ", ".join(sorted(types))
-            )
-        kind = types[name]
-        try:
-            if "bool" in kind:
-                values[name] = raw.lower() in ("1", "true", "yes")
-            elif "int" in kind:
-                values[name] = int(raw)
-            else:
-                values[name] = float(raw)
-        except ValueError:
-            raise UsageError(f"--fault {item!r}: {raw!r} is not a number") from None
-    return FaultProfile(**values)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,48 +22,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import anyio
-import stamina
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from pipeline.budget import BudgetGuard, Reservation
 from pipeline.clock import Clock
+from pipeline.completion import Completion, Finished
 from pipeline.errors import (
     BudgetExhausted,
-    DownloadError,
     OutcomeUnknown,
     ProviderError,
 )
 from pipeline.jobs import Batch, Job
 from pipeline.lane import Lane, LaneStopped
-from pipeline.outcome import cost_dict, error_dict, provider_error, utcnow
+from pipeline.outcome import error_dict, provider_error, utcnow
 from pipeline.providers.base import TaskState, TaskStatus
-from pipeline.providers.specs import Cost
 from pipeline.resume import WorkItem
 from pipeline.state import StateStore
-from pipeline.storage import Downloader, StoredImage
+from pipeline.storage import Downloader
 
-DOWNLOAD_ATTEMPTS = 5
-DOWNLOAD_WINDOW_MIN_S = 60.0
 SUBMIT_WINDOW_MIN_S = 60.0
 MAX_UNKNOWN_OUTCOMES = 2
 RECONCILE_DELAY_S = 1.0
 REATTACH_MIN_DEADLINE_S = 60.0
-
-
-def _download_retryable(exc: Exception) -> bool:
-    return isinstance(exc, DownloadError) and exc.retryable
-
-
-@dataclass(slots=True)
-class Finished:
-    job: Job
-    lane: Lane
-    status: TaskStatus
-    reservation: Reservation | None
-    started: float
 
 
 class Scheduler:
@@ -89,6 +71,9 @@ class Scheduler:
         self.clock = clock
         self._on_change = on_change
         self._downloads = download_concurrency
+        self.completion = Completion(
+            state=state, downloader=downloader, budget=budget, clock=clock, on_change=on_change
+        )
         self.stop_reason: str | None = None
         # Remote ids known to belong to a job: reconciliation never adopts them twice.
         self.claimed: set[str] = set()
@@ -105,7 +90,7 @@ class Scheduler:
         async with anyio.create_task_group() as tg:
             async with done_recv:
                 for _ in range(self._downloads):
-                    tg.start_soon(self._download_worker, done_recv.clone())
+                    tg.start_soon(self.completion.worker, done_recv.clone())
             async with done_send:
                 for name, lane in self.lanes.items():
                     items = [w for w in work if w.job.provider == name]
@@ -309,77 +294,3 @@ class Scheduler:
         lane.counters.failed += 1
         await self.state.mark_failed(job.id, at=utcnow(), error=error, usage=usage)
         await self._changed()
-
-    # -- download stage ---------------------------------------------------------------------
-
-    async def _download_worker(self, recv: ObjectReceiveStream[Finished]) -> None:
-        async with recv:
-            async for item in recv:
-                await self._complete(item)
-
-    async def _complete(self, item: Finished) -> None:
-        job, lane, status = item.job, item.lane, item.status
-        stored: list[StoredImage] = []
-        window = max(lane.settings.job_timeout_s, DOWNLOAD_WINDOW_MIN_S)
-        try:
-            if not status.images:
-                raise DownloadError("the task completed without images", url="", retryable=False)
-            with anyio.move_on_after(window) as scope:
-                for k, ref in enumerate(status.images, start=1):
-                    stored.append(await self._download(ref.url, f"{job.id}-{k}"))
-            if scope.cancelled_caught:
-                raise DownloadError(f"images not downloaded within {window:g} s", url="")
-        except DownloadError as exc:
-            # A failed job lists no images, so none of its files may stay on disk.
-            for image in stored:
-                await self.downloader.discard(image)
-            cost = lane.adapter.cost(job, status)
-            self._settle(item, cost)
-            lane.counters.failed += 1
-            await self.state.mark_failed(
-                job.id,
-                at=utcnow(),
-                error=error_dict("download", str(exc)),
-                cost=cost_dict(cost),
-                usage=status.usage,
-            )
-            await self._changed()
-            return
-        cost = lane.adapter.cost(job, status)
-        self._settle(item, cost)
-        await self.state.mark_completed(
-            job.id,
-            at=utcnow(),
-            latency_s=round(self.clock.now() - item.started, 3),
-            images=[s.as_dict() for s in stored],
-            cost=cost_dict(cost),
-            usage=status.usage,
-        )
-        lane.counters.completed += 1
-        lane.counters.images += len(stored)
-        await self._changed()
-
-    def _settle(self, item: Finished, cost: Cost) -> None:
-        lane = item.lane
-        lane.counters.usd += cost.usd or 0.0
-        lane.counters.credits += cost.credits or 0.0
-        if item.reservation is not None:
-            self.budget.settle(item.reservation, cost)
-        else:
-            self.budget.spent_usd += cost.usd or 0.0
-            self.budget.spent_credits += cost.credits or 0.0
-
-    async def _download(self, url: str, stem: str) -> StoredImage:
-        """Fetch one image, retrying truncated, corrupt or failed transfers (stamina, with
-        jitter); raises the last ``DownloadError``."""
-        async for attempt in stamina.retry_context(
-            on=_download_retryable,
-            attempts=DOWNLOAD_ATTEMPTS,
-            timeout=None,
-            wait_initial=0.2,
-            wait_max=5.0,
-            wait_jitter=0.3,
-        ):
-            with attempt:
-                return await self.downloader.fetch(url, stem)
-        raise AssertionError("unreachable")  # pragma: no cover

@@ -32,27 +32,38 @@ import contextlib
 import hashlib
 import os
 import secrets
-import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import aiofiles
 import aiohttp
 import anyio
 import anyio.to_thread
-from PIL import Image
 
 from pipeline.errors import DownloadError
+from pipeline.imagecheck import (
+    MAX_STEM,
+    check_stem,
+    image_size,
+    looks_complete,
+    sniff_format,
+)
+
+__all__ = [
+    "MAX_STEM",
+    "Downloader",
+    "StoredImage",
+    "check_stem",
+    "image_size",
+    "looks_complete",
+    "sniff_format",
+]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 CHUNK = 256 * 1024
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-MAX_STEM = 200
 _TAIL = 32
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -79,66 +90,6 @@ class StoredImage:
             "format": self.format,
             "source_url": self.source_url,
         }
-
-
-def sniff_format(head: bytes) -> str | None:
-    """The image format the magic bytes announce (png, jpeg, webp), or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return None
-
-
-def check_stem(stem: str) -> None:
-    """Refuse a file name stem that could leave ``images/`` or hide there.
-
-    Raises ``DownloadError`` (not retryable) for an empty or overlong stem, one with
-    ``/``, ``\\``, NUL or ``..``, or a leading dot.
-    """
-    if (
-        not stem
-        or len(stem) > MAX_STEM
-        or any(c in stem for c in "/\\\0")
-        or ".." in stem
-        or stem.startswith(".")
-    ):
-        raise DownloadError(f"unsafe image file name {stem[:80]!r}", url="", retryable=False)
-
-
-def looks_complete(fmt: str, tail: bytes, size: int, head: bytes) -> bool:
-    """Whether an image of ``fmt`` ends where its format says it ends (a cheap truncation
-    check that needs no Content-Length and no decoding): PNG's IEND chunk, JPEG's EOI
-    marker, WebP's RIFF length."""
-    if fmt == "png":
-        return tail.endswith(_PNG_END)
-    if fmt == "jpeg":
-        return b"\xff\xd9" in tail
-    if fmt == "webp" and len(head) >= 8:
-        riff = int(struct.unpack("<I", head[4:8])[0])
-        return riff + 8 + (riff & 1) == size or riff + 8 == size
-    return False
-
-
-def image_size(source: Path | BinaryIO) -> tuple[int, int]:
-    """Width and height from the image header; raises DownloadError if it is not one
-    (or if it is a decompression bomb)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
-                return img.size
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        where = str(source) if isinstance(source, Path) else ""
-        raise DownloadError(f"not a readable image: {exc}", url=where, retryable=False) from exc
 
 
 class Downloader:
