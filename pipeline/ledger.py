@@ -1,17 +1,23 @@
 """ledger.json: the user-facing account of a batch, derived from the state table.
 
 Written atomically (temporary file, fsync, rename) so a reader never sees half a ledger.
+The file is one JSON document: the header, totals and providers indented, then one job
+per line. Each job's line is spliced from the JSON text the state table already holds
+(``entry_json``), so a 100k-job ledger takes no decoding and no Python-level encoding.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from json.encoder import encode_basestring
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from pipeline.state import JobRecord
 
@@ -24,6 +30,9 @@ _LEDGER_STATUS = {
     "completed": "completed",
     "failed": "failed",
 }
+_CHUNK = 2000  # job lines joined per write
+# How a stored job document begins when it is in the ledger's shape (records.py).
+_DOCUMENT_START = '{"provider": '
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,66 @@ def job_entry(r: JobRecord) -> dict[str, Any]:
     return entry
 
 
+def _text(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+def entry_json(r: JobRecord) -> str:
+    """``job_entry(r)`` as JSON text, spliced from the stored text (equal once parsed)."""
+    doc = r.job_json
+    if not doc.startswith(_DOCUMENT_START):  # not in the ledger's shape: the long way
+        return json.dumps(job_entry(r), ensure_ascii=False)
+    latency = r.latency_s
+    extra = ""
+    if r.flags:
+        extra += f', "flags": {r.flags_json}'
+    if r.duplicate_cost:
+        extra += f', "possible_duplicate_cost": {r.duplicate_cost_json}'
+    return (
+        f'{{"id": {encode_basestring(r.id)}, {doc[1:-1]}, '
+        f'"status": {encode_basestring(_LEDGER_STATUS.get(r.status, r.status))}, '
+        f'"remote_id": {_text(r.remote_id)}, "attempts": {r.attempts}, '
+        f'"submitted_at": {_text(r.submitted_at)}, "completed_at": {_text(r.completed_at)}, '
+        f'"latency_s": {"null" if latency is None else _number(latency)}, '
+        f'"images": {r.images_json}, "cost": {r.cost_json or "null"}, '
+        f'"usage": {r.usage_json}, "error": {r.error_json or "null"}{extra}}}'
+    )
+
+
+def _number(x: float) -> str:
+    return repr(x) if math.isfinite(x) else json.dumps(x)
+
+
+class JobEntries(Sequence[dict[str, Any]]):
+    """A ledger's ``jobs``: one entry per record, built when read (read-only)."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self, records: Sequence[JobRecord]) -> None:
+        self._records = records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return [job_entry(r) for r in self._records[index]]
+        return job_entry(self._records[index])
+
+    def json_lines(self) -> Iterator[str]:
+        """Each entry as one line of JSON text."""
+        return map(entry_json, self._records)
+
+    def __repr__(self) -> str:
+        return f"JobEntries({len(self._records)} jobs)"
+
+
 def spent(r: JobRecord) -> tuple[float, float]:
     """USD and credits a job has cost, counting possible duplicate charges."""
     cost = r.cost or {}
@@ -89,30 +158,28 @@ def _empty_totals() -> dict[str, Any]:
     }
 
 
-def build_ledger(
-    header: LedgerHeader,
-    records: Iterable[JobRecord],
-    counters: Mapping[str, tuple[int, int]],
-) -> dict[str, Any]:
-    """The whole ledger document. Superseded rows (edited-away jobs) are listed but do
+def summarize(
+    records: Iterable[JobRecord], counters: Mapping[str, tuple[int, int]]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The ledger's ``totals`` and ``providers``. Superseded rows (edited-away jobs) do
     not count toward the totals of the current batch, except for money they cost."""
     totals = _empty_totals()
     providers: dict[str, dict[str, Any]] = {}
-    jobs = []
     for r in records:
-        entry = job_entry(r)
-        jobs.append(entry)
-        p = providers.setdefault(r.provider, {**_empty_totals(), "requests": 0, "rate_limited": 0})
+        p = providers.get(r.provider)
+        if p is None:
+            p = providers[r.provider] = {**_empty_totals(), "requests": 0, "rate_limited": 0}
         usd, credits = spent(r)
+        superseded = "superseded" in r.flags
+        status = _LEDGER_STATUS.get(r.status, r.status)
+        images = r.image_count
         for bucket in (totals, p):
             bucket["cost_usd"] += usd
             bucket["credits"] += credits
-        if "superseded" in r.flags:
-            continue
-        status = entry["status"]
-        for bucket in (totals, p):
+            if superseded:
+                continue
             bucket["jobs"] += 1
-            bucket["images"] += len(r.images)
+            bucket["images"] += images
             if status == "completed":
                 bucket["completed"] += 1
             elif status == "failed":
@@ -124,6 +191,17 @@ def build_ledger(
     for bucket in (totals, *providers.values()):
         bucket["cost_usd"] = _money(bucket["cost_usd"])
         bucket["credits"] = _money(bucket["credits"])
+    return totals, providers
+
+
+def ledger_document(
+    header: LedgerHeader,
+    records: Sequence[JobRecord],
+    counters: Mapping[str, tuple[int, int]],
+) -> dict[str, Any]:
+    """The whole ledger document; ``jobs`` is a ``JobEntries`` (entries built on access,
+    written by ``write_json_atomic`` without decoding)."""
+    totals, providers = summarize(records, counters)
     return {
         "name": header.name,
         "manifest": header.manifest,
@@ -132,21 +210,66 @@ def build_ledger(
         "finished": header.finished,
         "totals": totals,
         "providers": providers,
-        "jobs": jobs,
+        "jobs": JobEntries(records),
     }
 
 
-def write_json_atomic(path: Path, document: Mapping[str, Any]) -> None:
-    """Write ``document`` to ``path`` so readers see the old or the new file, never half."""
+def build_ledger(
+    header: LedgerHeader,
+    records: Iterable[JobRecord],
+    counters: Mapping[str, tuple[int, int]],
+) -> dict[str, Any]:
+    """The whole ledger document, every job entry a plain dict."""
+    rows = list(records)
+    doc = ledger_document(header, rows, counters)
+    doc["jobs"] = [job_entry(r) for r in rows]
+    return doc
+
+
+def encode_document(document: Mapping[str, Any]) -> Iterator[str]:
+    """``document`` as JSON text, in pieces: indented, except its ``jobs``, one per line.
+
+    Uses the C encoder throughout (``json.dump(indent=...)`` of a large document runs
+    the pure-Python one), and a ``JobEntries`` is written without decoding any job.
+    """
+    jobs = document.get("jobs")
+    if not isinstance(jobs, Sequence) or isinstance(jobs, str) or not jobs:
+        yield json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+        return
+    head = {k: v for k, v in document.items() if k != "jobs"}
+    lines = (
+        jobs.json_lines()
+        if isinstance(jobs, JobEntries)
+        else (json.dumps(j, ensure_ascii=False) for j in jobs)
+    )
+    yield json.dumps(head, indent=1, ensure_ascii=False)[:-2] + ",\n" if head else "{\n"
+    yield ' "jobs": [\n'
+    # Joined in chunks: the text of a 100k-job ledger is never held whole.
+    chunk = list(islice(lines, _CHUNK))
+    while chunk:
+        following = list(islice(lines, _CHUNK))
+        yield ",\n".join(chunk) + (",\n" if following else "\n")
+        chunk = following
+    yield " ]\n}\n"
+
+
+def write_text_atomic(path: Path, pieces: Iterable[str]) -> None:
+    """Write the text ``pieces`` to ``path`` so readers see the old or the new file, never
+    half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=1, ensure_ascii=False)
-            f.write("\n")
+            for piece in pieces:
+                f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, document: Mapping[str, Any]) -> None:
+    """Write ``document`` (see ``encode_document``) to ``path`` atomically."""
+    write_text_atomic(path, encode_document(document))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,18 +24,20 @@ from pipeline.clock import Clock, SystemClock
 from pipeline.errors import UsageError
 from pipeline.jobs import Batch
 from pipeline.lane import Lane
-from pipeline.ledger import LedgerHeader, build_ledger, spent, write_json_atomic
+from pipeline.ledger import LedgerHeader, spent
+from pipeline.ledger_sink import LedgerSink
 from pipeline.logs import get_logger, run_logging
 from pipeline.outcome import RunOutcome, utcnow
 from pipeline.providers.registry import create_adapter
 from pipeline.providers.specs import SPECS
+from pipeline.records import gc_paused
+from pipeline.relocate import keep_files_with_their_jobs
 from pipeline.resume import plan_work
 from pipeline.scheduler import Scheduler
-from pipeline.state import JobRecord, StateStore, job_document
+from pipeline.state import JobRecord, StateStore
 from pipeline.storage import Downloader
 
 EMULATOR_KEY = "emulator-key"  # not a secret: the local emulator accepts any bearer
-LEDGER_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,71 +75,6 @@ def resolve_endpoints(batch: Batch, options: RunOptions) -> dict[str, tuple[str,
             "(or use --emulate to run against the local emulator)"
         )
     return endpoints
-
-
-class LedgerSink:
-    """Rewrites ledger.json from the state, at most once per interval while dirty.
-
-    Before each write it commits the lanes' request counters (as deltas), so the ledger's
-    ``requests`` and ``rate_limited`` survive a killed process."""
-
-    def __init__(
-        self, state: StateStore, path: Path, header: LedgerHeader, lanes: dict[str, Lane]
-    ) -> None:
-        self.state = state
-        self.path = path
-        self.header = header
-        self.lanes = lanes
-        self._flushed: dict[str, tuple[int, int]] = {}
-        self._dirty = anyio.Event()
-
-    async def mark_dirty(self) -> None:
-        self._dirty.set()
-
-    async def _flush_counters(self) -> None:
-        for name, lane in self.lanes.items():
-            now = (lane.counters.requests, lane.counters.rate_limited)
-            before = self._flushed.get(name, (0, 0))
-            if now != before:
-                await self.state.add_counters(name, now[0] - before[0], now[1] - before[1])
-                self._flushed[name] = now
-
-    async def write(self, *, finished: bool = False) -> dict[str, object]:
-        await self._flush_counters()
-        records = await self.state.records()
-        counters = await self.state.counters()
-        header = replace(self.header, updated_at=utcnow(), finished=finished)
-        doc = build_ledger(header, records, counters)
-        await anyio.to_thread.run_sync(write_json_atomic, self.path, doc)
-        return doc
-
-    async def run(self) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty = anyio.Event()
-            await self.write()
-            await anyio.sleep(LEDGER_INTERVAL_S)
-
-
-async def _keep_files_with_their_jobs(
-    state: StateStore, root: Path, records: dict[str, JobRecord]
-) -> None:
-    """Images are named after their job's id; when an edit archived a job under a new id
-    (``<id>~<fingerprint>``) or restored it, move its files along so the new job's images
-    never overwrite the old one's. Superseded jobs move first, freeing the names."""
-    ordered = sorted(records.values(), key=lambda r: "superseded" not in r.flags)
-    for rec in ordered:
-        moved = []
-        for k, img in enumerate(rec.images, start=1):
-            path = str(img.get("path", ""))
-            suffix = Path(path).suffix
-            wanted = f"images/{rec.id}-{k}{suffix}"
-            if path != wanted and (root / path).is_file() and not (root / wanted).exists():
-                await anyio.Path(root / path).rename(root / wanted)
-                img = {**img, "path": wanted}
-            moved.append(img)
-        if moved != rec.images:
-            await state.set_images(rec.id, moved)
 
 
 def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
@@ -194,12 +131,16 @@ async def run_batch(
         await state.set_meta(
             {"name": batch.name, "manifest": batch.manifest_path, "started_at": started_at}
         )
-        docs = [(j.id, job_document(j, SPECS[j.provider].model)) for j in batch.jobs]
-        records = await state.sync_jobs(docs)
-        await _keep_files_with_their_jobs(state, root, records)
-        work = plan_work(batch, records, retry_failed=options.retry_failed)
-        spent_usd = sum(spent(r)[0] for r in records.values())
-        spent_credits = sum(spent(r)[1] for r in records.values())
+        models = {name: spec.model for name, spec in SPECS.items()}
+        with gc_paused():
+            records = await state.sync_batch(batch.jobs, models)
+            # Nothing written after this point means `records` is still the whole state.
+            synced_writes = state.writes
+            await keep_files_with_their_jobs(state, root, records)
+            work = plan_work(batch, records, retry_failed=options.retry_failed)
+            costs = [spent(r) for r in records.values()]
+        spent_usd = sum(usd for usd, _ in costs)
+        spent_credits = sum(credits for _, credits in costs)
         budget = batch.budget
         if options.max_usd is not None:
             budget = replace(budget, max_usd=options.max_usd)
@@ -237,7 +178,8 @@ async def run_batch(
         )
         if on_start is not None:
             on_start(scheduler)
-        await ledger.write()
+        if work:
+            await ledger.mark_dirty()  # the sink's first write: the state as resumed
         async with anyio.create_task_group() as tg:
             tg.start_soon(ledger.run)
             with anyio.CancelScope() as run_scope:
@@ -245,7 +187,10 @@ async def run_batch(
                     await scheduler.run(work)
             tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
-            final = await state.records()
+            if state.writes == synced_writes:
+                final: Sequence[JobRecord] = list(records.values())
+            else:
+                final = await state.records()
             current = {j.id for j in batch.jobs}
             outcome = RunOutcome(stop_reason=scheduler.stop_reason)
             for r in final:
@@ -260,7 +205,7 @@ async def run_batch(
             for name, lane in lanes.items():
                 if lane.stopped is not None:
                     outcome.lane_stops[name] = str(lane.stopped)
-            doc = await ledger.write(finished=outcome.pending == 0)
+            doc = await ledger.write(finished=outcome.pending == 0, records=final)
             _log_outcome(log, outcome, final, current, bool(interrupted))
     return outcome, doc, bool(interrupted)
 
@@ -268,7 +213,7 @@ async def run_batch(
 def _log_outcome(
     log: logging.Logger,
     outcome: RunOutcome,
-    records: list[JobRecord],
+    records: Sequence[JobRecord],
     current: set[str],
     interrupted: bool,
 ) -> None:

@@ -14,6 +14,14 @@ jobs have an unknown outcome (the process may have died after the provider accep
 request) and must be reconciled before they may be sent again; ``completed`` jobs are
 skipped when their files are still valid. ledger.json is always derived from this table.
 
+Group commit
+------------
+Writes are many and small, so they share thread hops and commits (``pipeline.commit``).
+Invariant: a write method returns only once the transaction holding *its* statement has
+committed, statements commit in the order they were queued, and a cancelled writer still
+returns only after its row is committed. Each step of a job is awaited before the next
+is queued, so the write-ahead order above holds exactly as with one commit per write.
+
 All access goes through one connection used from worker threads (``anyio.to_thread``),
 serialised by a one-slot ``CapacityLimiter``; readers in other processes (``pipeline
 status``) open their own connection and see committed rows thanks to WAL.
@@ -23,14 +31,24 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
-from pipeline.records import COLUMNS as _COLUMNS
-from pipeline.records import JobRecord, decode, fingerprint, job_document
+from pipeline.commit import GroupCommit
+from pipeline.edits import sync_rows
+from pipeline.jobs import Job
+from pipeline.records import (
+    JobRecord,
+    fingerprint,
+    gc_paused,
+    job_document,
+    job_fingerprint,
+    select_rows,
+    stored_document,
+)
 
 __all__ = ["JobRecord", "StateStore", "job_document", "read_snapshot"]
 
@@ -71,14 +89,14 @@ def read_snapshot(path: Path) -> tuple[dict[str, str], list[JobRecord], dict[str
     try:
         conn.execute("PRAGMA busy_timeout=5000")
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        rows = conn.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq").fetchall()
+        rows = select_rows(conn)
         counters = {
             p: (r, rl)
             for p, r, rl in conn.execute("SELECT provider, requests, rate_limited FROM counters")
         }
     finally:
         conn.close()
-    return meta, [decode(r) for r in rows], counters
+    return meta, [JobRecord(r) for r in rows], counters
 
 
 class StateStore:
@@ -88,6 +106,8 @@ class StateStore:
         self._conn = conn
         self.path = path
         self._lock = anyio.CapacityLimiter(1)
+        self._group = GroupCommit(self._run)
+        self._synced = 0  # syncs that changed the table
 
     @classmethod
     async def open(cls, path: Path) -> StateStore:
@@ -102,12 +122,23 @@ class StateStore:
 
         return cls(await anyio.to_thread.run_sync(_open), path)
 
+    @property
+    def writes(self) -> int:
+        """How many changes this store has committed (compare two readings to learn
+        whether anything changed in between)."""
+        return self._group.writes + self._synced
+
+    @property
+    def commits(self) -> int:
+        """How many transactions the writes took (group commit: fewer than ``writes``)."""
+        return self._group.commits
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await anyio.to_thread.run_sync(fn, self._conn, limiter=self._lock)
 
     async def _write(self, sql: str, args: Iterable[Any]) -> None:
         params = tuple(args)
-        await self._run(lambda c: c.execute(sql, params))
+        await self._group.commit(lambda c: c.execute(sql, params))
 
     async def close(self) -> None:
         await self._run(lambda c: c.close())
@@ -119,66 +150,56 @@ class StateStore:
         return dict(rows)
 
     async def set_meta(self, values: dict[str, str]) -> None:
-        def _set(c: sqlite3.Connection) -> None:
-            with c:
-                c.executemany(
-                    "INSERT INTO meta(key, value) VALUES (?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    list(values.items()),
-                )
-
-        await self._run(_set)
+        items = list(values.items())
+        await self._group.commit(
+            lambda c: c.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                items,
+            )
+        )
 
     # -- jobs --------------------------------------------------------------------------
 
-    async def sync_jobs(self, docs: list[tuple[str, dict[str, Any]]]) -> dict[str, JobRecord]:
-        """Insert jobs not yet known; return every record keyed by id.
+    async def sync_jobs(self, docs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, JobRecord]:
+        """Insert jobs not yet known; return every record keyed by id, in ``seq`` order.
 
         A known id whose fingerprint changed (the manifest was edited) is archived under
-        ``<id>~<old fingerprint>`` with the ``superseded`` flag, and starts afresh.
+        ``<id>~<old fingerprint>`` with the ``superseded`` flag, and starts afresh; an id
+        edited back to an archived version gets that row back.
         """
 
-        def _sync(c: sqlite3.Connection) -> dict[str, JobRecord]:
-            existing = {
-                r[0]: (r[1], r[2])
-                for r in c.execute("SELECT id, fingerprint, seq FROM jobs").fetchall()
-            }
-            next_seq = max((s for _, s in existing.values()), default=-1) + 1
-            with c:
-                for seq, (job_id, doc) in enumerate(docs):
-                    fp = fingerprint(doc)
-                    if job_id in existing:
-                        if existing[job_id][0] == fp:
-                            continue
-                        old_fp = existing[job_id][0]
-                        c.execute(
-                            "UPDATE jobs SET id = ?, flags = json_insert(flags, '$[#]', "
-                            "'superseded') WHERE id = ?",
-                            (f"{job_id}~{old_fp[:8]}", job_id),
-                        )
-                    archived = f"{job_id}~{fp[:8]}"
-                    if archived in existing:
-                        # Edited back to an earlier version: its work is still good.
-                        c.execute(
-                            "UPDATE jobs SET id = ?, flags = (SELECT json_group_array(value) "
-                            "FROM json_each(flags) WHERE value != 'superseded') WHERE id = ?",
-                            (job_id, archived),
-                        )
-                        continue
-                    c.execute(
-                        "INSERT INTO jobs(id, seq, provider, fingerprint, job) VALUES (?,?,?,?,?)",
-                        (job_id, next_seq + seq, doc["provider"], fp, json.dumps(doc)),
-                    )
-            rows = c.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq").fetchall()
-            return {r[0]: decode(r) for r in rows}
+        def _run_sync(c: sqlite3.Connection) -> tuple[dict[str, JobRecord], bool]:
+            wanted = [(job_id, doc["provider"], fingerprint(doc)) for job_id, doc in docs]
+            return sync_rows(c, wanted, lambda k: stored_document(docs[k][1]))
 
-        return await self._run(_sync)
+        with gc_paused():
+            records, changed = await self._run(_run_sync)
+        self._synced += changed
+        return records
+
+    async def sync_batch(
+        self, jobs: Sequence[Job], models: Mapping[str, str]
+    ) -> dict[str, JobRecord]:
+        """``sync_jobs`` for a batch's jobs (``models``: provider -> model name), building
+        the stored document only of jobs that are new or edited."""
+
+        def _run_sync(c: sqlite3.Connection) -> tuple[dict[str, JobRecord], bool]:
+            wanted = [(j.id, j.provider, job_fingerprint(j)) for j in jobs]
+
+            def document(k: int) -> str:
+                return stored_document(job_document(jobs[k], models[jobs[k].provider]))
+
+            return sync_rows(c, wanted, document)
+
+        with gc_paused():
+            records, changed = await self._run(_run_sync)
+        self._synced += changed
+        return records
 
     async def records(self) -> list[JobRecord]:
-        rows = await self._run(
-            lambda c: c.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY seq").fetchall()
-        )
-        return [decode(r) for r in rows]
+        with gc_paused():
+            return await self._run(lambda c: [JobRecord(r) for r in select_rows(c)])
 
     async def mark_intent(self, job_id: str) -> None:
         """Committed before the submit request is sent."""
@@ -254,17 +275,13 @@ class StateStore:
         """Count the estimated cost of a submit that may have been charged a second time."""
 
         def _add(c: sqlite3.Connection) -> None:
-            with c:
-                row = c.execute(
-                    "SELECT duplicate_cost FROM jobs WHERE id = ?", (job_id,)
-                ).fetchone()
-                old = json.loads(row[0]) if row and row[0] else {"usd": 0.0, "credits": 0.0}
-                new = {"usd": old["usd"] + usd, "credits": old["credits"] + credits}
-                c.execute(
-                    "UPDATE jobs SET duplicate_cost = ? WHERE id = ?", (json.dumps(new), job_id)
-                )
+            # Runs inside the batch's transaction: the read and the update are atomic.
+            row = c.execute("SELECT duplicate_cost FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            old = json.loads(row[0]) if row and row[0] else {"usd": 0.0, "credits": 0.0}
+            new = {"usd": old["usd"] + usd, "credits": old["credits"] + credits}
+            c.execute("UPDATE jobs SET duplicate_cost = ? WHERE id = ?", (json.dumps(new), job_id))
 
-        await self._run(_add)
+        await self._group.commit(_add)
 
     async def add_counters(self, provider: str, requests: int, rate_limited: int) -> None:
         await self._write(

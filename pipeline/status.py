@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UsageError
-from pipeline.ledger import LedgerHeader, build_ledger
+from pipeline.ledger import summarize
 from pipeline.state import read_snapshot
 
 EXAMPLES_PER_CODE = 3
@@ -27,35 +27,27 @@ def read_status(directory: str) -> dict[str, Any]:
         meta, records, counters = read_snapshot(db)
     except sqlite3.Error as exc:
         raise UsageError(f"{db}: cannot read the batch state: {exc}") from exc
-    header = LedgerHeader(
-        name=meta.get("name", ""),
-        manifest=meta.get("manifest", ""),
-        started_at=meta.get("started_at", ""),
-        updated_at=meta.get("started_at", ""),
-        finished=False,
-    )
-    ledger = build_ledger(header, records, counters)
+    totals, providers = summarize(records, counters)
     failures: dict[str, dict[str, Any]] = defaultdict(lambda: {"count": 0, "examples": []})
     in_flight = 0
-    for job in ledger["jobs"]:
-        if "superseded" in job.get("flags", []):
+    for r in records:
+        if "superseded" in r.flags:
             continue
-        if job["status"] == "submitted":
+        if r.status in ("intent", "submitted"):  # shown as submitted in the ledger
             in_flight += 1
-        if job["status"] == "failed" and job["error"]:
-            group = failures[str(job["error"].get("code"))]
+        if r.status == "failed" and r.error:
+            group = failures[str(r.error.get("code"))]
             group["count"] += 1
             if len(group["examples"]) < EXAMPLES_PER_CODE:
-                group["examples"].append({"id": job["id"], "message": job["error"].get("message")})
-    totals = ledger["totals"]
+                group["examples"].append({"id": r.id, "message": r.error.get("message")})
     done = totals["completed"] + totals["failed"]
     return {
-        "name": ledger["name"],
-        "manifest": ledger["manifest"],
-        "started_at": ledger["started_at"],
+        "name": meta.get("name", ""),
+        "manifest": meta.get("manifest", ""),
+        "started_at": meta.get("started_at", ""),
         "totals": totals,
         "in_flight": in_flight,
         "progress": round(done / totals["jobs"], 4) if totals["jobs"] else 1.0,
-        "providers": ledger["providers"],
+        "providers": providers,
         "failures": dict(failures),
     }

@@ -32,18 +32,36 @@ def test_cold_start_polls_early_and_grows() -> None:
 
 def test_first_poll_moves_to_the_learned_distribution() -> None:
     """After observing ~10 s tasks, the first poll lands a little before 10 s."""
-    s = PollSchedule()
-    for d in (9.0, 10.0, 11.0, 10.0):
+    # Tight tasks, and a spread floor that lets the fit be as tight as they are.
+    s = PollSchedule(PollSettings(min_sigma=0.1))
+    for d in (9.0, 10.0, 11.0, 10.0) * 5:
         s.observe(d)
     assert s.warm
     assert 8.0 < s.first_delay() < 10.0
 
 
+def test_warm_up_does_not_trust_the_first_few_completions() -> None:
+    """Defaults: 3 quick completions leave it cold; a tight fit is widened to min_sigma."""
+    s = PollSchedule()
+    for d in (1.0, 1.1, 1.2):
+        s.observe(d)
+    assert not s.warm
+    assert s.first_delay() == s.settings.cold_first
+    tight = PollSchedule()
+    for _ in range(tight.settings.warm_after):
+        tight.observe(10.0)
+    assert tight.warm
+    assert tight.sigma == tight.settings.min_sigma
+    # With the 0.3 floor the first poll comes well before the median, not just before it.
+    assert 4.0 < tight.first_delay() < 8.0
+
+
 def test_polls_densest_where_tasks_finish() -> None:
     """Warm on ~10 s tasks: intervals are shortest near 10 s, longer before and after."""
-    s = PollSchedule()
-    for d in (8.0, 9.0, 10.0, 11.0, 12.0, 10.0):
+    s = PollSchedule(PollSettings(min_sigma=0.1))
+    for d in (8.0, 9.0, 10.0, 11.0, 12.0, 10.0) * 4:
         s.observe(d)
+    assert s.warm
     near = s.next_delay(10.0, 1.0)
     assert near < s.next_delay(6.0, 1.0)
     assert near < s.next_delay(40.0, 1.0)
@@ -52,8 +70,9 @@ def test_polls_densest_where_tasks_finish() -> None:
 def test_outliers_are_bounded_by_elapsed_time() -> None:
     """Far past every observation, the interval is at most max_ratio x elapsed (or the cap)."""
     s = PollSchedule(PollSettings(max_ratio=0.25, max_interval=10))
-    for d in (1.0, 1.0, 1.0):
-        s.observe(d)
+    for _ in range(s.settings.warm_after):
+        s.observe(1.0)
+    assert s.warm
     assert s.next_delay(8.0, 1.0) <= 2.0
     assert s.next_delay(500.0, 1.0) == 10
 
