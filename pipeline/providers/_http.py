@@ -37,7 +37,8 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import aiohttp
 
@@ -245,3 +246,24 @@ class HttpClient:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class AdapterLifecycle:
+    """``aclose`` and ``async with`` for an adapter that talks through ``self._http``."""
+
+    _http: HttpClient
+
+    async def aclose(self) -> None:
+        """Close the session if the adapter created it."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -31,7 +31,6 @@ known), basis ``reported``; without usage, the spec's estimate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -39,7 +38,7 @@ import aiohttp
 
 from pipeline.jobs import Job
 from pipeline.providers._body import Fields, bad_response
-from pipeline.providers._http import HttpClient
+from pipeline.providers._http import AdapterLifecycle, HttpClient
 from pipeline.providers.base import ImageRef, TaskState, TaskStatus
 from pipeline.providers.specs import SKILLS_VIDEO, Cost, ProviderSpec
 
@@ -174,7 +173,7 @@ def _running_items(answer: object) -> list[Fields]:
     return [root.child(item, f"running[{i}]") for i, item in enumerate(items)]
 
 
-class SkillsVideoAdapter:
+class SkillsVideoAdapter(AdapterLifecycle):
     """Submit, poll, list and cost Kling O3 Image generations on skills.video.
 
     Raises only ``ProviderError`` subclasses (see :mod:`pipeline.providers._http`).
@@ -247,18 +246,3 @@ class SkillsVideoAdapter:
             usd = round(total * rate, 6) if rate is not None else None
             return Cost(usd=usd, credits=float(total), basis="reported")
         return self.spec.estimate(job.params, self.usd_per_credit)
-
-    async def aclose(self) -> None:
-        """Close the session if the adapter created it."""
-        await self._http.aclose()
-
-    async def __aenter__(self) -> SkillsVideoAdapter:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

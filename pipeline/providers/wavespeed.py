@@ -35,7 +35,6 @@ completed, else x ``n``.
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -43,7 +42,7 @@ import aiohttp
 
 from pipeline.jobs import Job
 from pipeline.providers._body import ErrorBody, Fields
-from pipeline.providers._http import HttpClient, error_for_status
+from pipeline.providers._http import AdapterLifecycle, HttpClient, error_for_status
 from pipeline.providers.base import ImageRef, TaskState, TaskStatus
 from pipeline.providers.specs import WAVESPEED, Cost, ProviderSpec
 
@@ -137,7 +136,7 @@ def unwrap(body: object, *, creates_task: bool = False) -> Fields:
     return envelope.req_obj("data")
 
 
-class WaveSpeedAdapter:
+class WaveSpeedAdapter(AdapterLifecycle):
     """Submit, poll, cancel and cost Kling Image O3 tasks on WaveSpeedAI.
 
     Raises only ``ProviderError`` subclasses (see :mod:`pipeline.providers._http`).
@@ -195,18 +194,3 @@ class WaveSpeedAdapter:
         count = len(status.images) if status.state is TaskState.COMPLETED else job.params.n
         rate = self.spec.usd_per_image[job.params.resolution.lower()]
         return Cost(usd=round(rate * count, 6), credits=None, basis="price_table")
-
-    async def aclose(self) -> None:
-        """Close the session if the adapter created it."""
-        await self._http.aclose()
-
-    async def __aenter__(self) -> WaveSpeedAdapter:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
