@@ -52,6 +52,7 @@ from pipeline.errors import (
     RateLimited,
 )
 from pipeline.providers._body import ErrorBody, bad_response, parse_error_body, text_snippet
+from pipeline.providers.specs import ProviderSpec
 
 MAX_ERROR_BODY = 64 * 1024
 MAX_BODY = 8 * 1024 * 1024
@@ -248,10 +249,31 @@ class HttpClient:
             self._session = None
 
 
-class AdapterLifecycle:
-    """``aclose`` and ``async with`` for an adapter that talks through ``self._http``."""
+class HttpAdapter:
+    """What every adapter shares: the constructor, ``aclose`` and ``async with``.
 
-    _http: HttpClient
+    Subclasses set ``spec`` (a ``ProviderSpec``) and talk through ``self._http``.
+    """
+
+    spec: ProviderSpec
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        session: aiohttp.ClientSession | None = None,
+        usd_per_credit: float | None = None,
+        request_timeout_s: float = 30.0,
+    ) -> None:
+        self.usd_per_credit = usd_per_credit
+        self._http = HttpClient(
+            provider=self.spec.name,
+            base_url=base_url,
+            api_key=api_key,
+            session=session,
+            request_timeout_s=request_timeout_s,
+        )
 
     async def aclose(self) -> None:
         """Close the session if the adapter created it."""

@@ -34,11 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
 from pipeline.jobs import Job
 from pipeline.providers._body import Fields, bad_response
-from pipeline.providers._http import AdapterLifecycle, HttpClient
+from pipeline.providers._http import HttpAdapter
 from pipeline.providers.base import ImageRef, TaskState, TaskStatus
 from pipeline.providers.specs import SKILLS_VIDEO, Cost, ProviderSpec
 
@@ -173,31 +171,13 @@ def _running_items(answer: object) -> list[Fields]:
     return [root.child(item, f"running[{i}]") for i, item in enumerate(items)]
 
 
-class SkillsVideoAdapter(AdapterLifecycle):
+class SkillsVideoAdapter(HttpAdapter):
     """Submit, poll, list and cost Kling O3 Image generations on skills.video.
 
     Raises only ``ProviderError`` subclasses (see :mod:`pipeline.providers._http`).
     """
 
     spec: ProviderSpec = SKILLS_VIDEO
-
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        api_key: str,
-        session: aiohttp.ClientSession | None = None,
-        usd_per_credit: float | None = None,
-        request_timeout_s: float = 30.0,
-    ) -> None:
-        self.usd_per_credit = usd_per_credit
-        self._http = HttpClient(
-            provider=self.spec.name,
-            base_url=base_url,
-            api_key=api_key,
-            session=session,
-            request_timeout_s=request_timeout_s,
-        )
 
     def __repr__(self) -> str:
         return f"SkillsVideoAdapter({self._http!r}, usd_per_credit={self.usd_per_credit})"

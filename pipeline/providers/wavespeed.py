@@ -38,11 +38,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
 from pipeline.jobs import Job
 from pipeline.providers._body import ErrorBody, Fields
-from pipeline.providers._http import AdapterLifecycle, HttpClient, error_for_status
+from pipeline.providers._http import HttpAdapter, error_for_status
 from pipeline.providers.base import ImageRef, TaskState, TaskStatus
 from pipeline.providers.specs import WAVESPEED, Cost, ProviderSpec
 
@@ -136,7 +134,7 @@ def unwrap(body: object, *, creates_task: bool = False) -> Fields:
     return envelope.req_obj("data")
 
 
-class WaveSpeedAdapter(AdapterLifecycle):
+class WaveSpeedAdapter(HttpAdapter):
     """Submit, poll, cancel and cost Kling Image O3 tasks on WaveSpeedAI.
 
     Raises only ``ProviderError`` subclasses (see :mod:`pipeline.providers._http`).
@@ -144,23 +142,6 @@ class WaveSpeedAdapter(AdapterLifecycle):
     """
 
     spec: ProviderSpec = WAVESPEED
-
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        api_key: str,
-        session: aiohttp.ClientSession | None = None,
-        usd_per_credit: float | None = None,
-        request_timeout_s: float = 30.0,
-    ) -> None:
-        self._http = HttpClient(
-            provider=self.spec.name,
-            base_url=base_url,
-            api_key=api_key,
-            session=session,
-            request_timeout_s=request_timeout_s,
-        )
 
     def __repr__(self) -> str:
         return f"WaveSpeedAdapter({self._http!r})"
