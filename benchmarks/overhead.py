@@ -11,7 +11,7 @@ from __future__ import annotations
 import pstats
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -40,13 +40,16 @@ class Run:
     downloads: int
 
 
-def run_side(mode: Literal["floor", "pipeline"], jobs: int, *, profile: Path | None = None) -> Run:
-    """One run of ``mode`` on a fresh emulator. Raises ``RuntimeError`` if it failed."""
-    with EmulatorProcess(EmulatorSetup()) as emu, tempfile.TemporaryDirectory() as out:
+def run_side(
+    mode: Literal["floor", "pipeline"], jobs: int, out: Path, *, profile: Path | None = None
+) -> Run:
+    """One run of ``mode`` on a fresh emulator, writing into the new folder ``out``.
+    Raises ``RuntimeError`` if it failed."""
+    with EmulatorProcess(EmulatorSetup()) as emu:
         w = Workload(
             mode=mode,
             base_url=emu.base_url,
-            out_dir=out,
+            out_dir=str(out),
             jobs=jobs,
             profile_path=str(profile) if profile else None,
         )
@@ -96,9 +99,28 @@ def profile_summary(path: Path) -> dict[str, list[str]]:
 def measure(jobs: int, out: Path, log: Callable[[str], None]) -> list[Figure]:
     """Figures 1 (overhead ratio) and 2 (throughput ceiling, profile)."""
     runs: dict[str, list[Run]] = {"floor": [], "pipeline": []}
+    # Every run writes into a new folder, and the folders are removed only at the end:
+    # on ext4, creating files just after thousands were deleted costs several times more
+    # (the allocator skips recently deleted inodes), which would charge one run for the
+    # clean-up of the one before.
+    scratch = tempfile.TemporaryDirectory()
+    folders = (Path(scratch.name) / f"run-{k}" for k in range(100))
+    try:
+        return _measure(jobs, out, log, runs, folders)
+    finally:
+        scratch.cleanup()
+
+
+def _measure(
+    jobs: int,
+    out: Path,
+    log: Callable[[str], None],
+    runs: dict[str, list[Run]],
+    folders: Iterator[Path],
+) -> list[Figure]:
     for round_ in (1, 2):
         for mode in ("floor", "pipeline"):
-            run = run_side(mode, jobs)
+            run = run_side(mode, jobs, next(folders))
             runs[mode].append(run)
             log(
                 f"  round {round_} {mode:8}: {run.seconds:6.2f} s wall, {run.cpu_s:6.2f} s CPU, "
@@ -111,7 +133,7 @@ def measure(jobs: int, out: Path, log: Callable[[str], None]) -> list[Figure]:
     cpu_ratio = min(r.cpu_s for r in runs["pipeline"]) / min(r.cpu_s for r in runs["floor"])
     out.mkdir(parents=True, exist_ok=True)
     profile_path = out / "profile.pstats"
-    profiled = run_side("pipeline", jobs, profile=profile_path)
+    profiled = run_side("pipeline", jobs, next(folders), profile=profile_path)
     summary = profile_summary(profile_path)
     log(f"  profiled pipeline run: {profiled.seconds:.2f} s (cProfile overhead included)")
     log(f"  top {TOP} cumulative (pipeline code):")

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
-import stamina
 from anyio.abc import ObjectReceiveStream
 
 from pipeline.budget import BudgetGuard, Reservation
@@ -23,6 +22,7 @@ from pipeline.lane import Lane
 from pipeline.outcome import cost_dict, error_dict, utcnow
 from pipeline.providers.base import TaskStatus
 from pipeline.providers.specs import Cost
+from pipeline.retry import attempt_then_retry
 from pipeline.state import StateStore
 from pipeline.storage import Downloader, StoredImage
 
@@ -128,14 +128,12 @@ class Completion:
     async def _download(self, url: str, stem: str) -> StoredImage:
         """Fetch one image, retrying truncated, corrupt or failed transfers (stamina, with
         jitter); raises the last ``DownloadError``."""
-        async for attempt in stamina.retry_context(
+        return await attempt_then_retry(
+            lambda: self.downloader.fetch(url, stem),
             on=_download_retryable,
             attempts=DOWNLOAD_ATTEMPTS,
-            timeout=None,
+            time_left=lambda: None,
             wait_initial=0.2,
             wait_max=5.0,
             wait_jitter=0.3,
-        ):
-            with attempt:
-                return await self.downloader.fetch(url, stem)
-        raise AssertionError("unreachable")  # pragma: no cover
+        )

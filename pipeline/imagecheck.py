@@ -11,7 +11,12 @@ from PIL import Image
 
 from pipeline.errors import DownloadError
 
+# Load the common format plugins now, once, rather than in whichever download threads
+# happen to open the first images at the same time.
+Image.preinit()
+
 MAX_STEM = 200
+_PILLOW_FORMATS = {"png": ("PNG",), "jpeg": ("JPEG",), "webp": ("WEBP",)}
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
@@ -56,13 +61,14 @@ def looks_complete(fmt: str, tail: bytes, size: int, head: bytes) -> bool:
     return False
 
 
-def image_size(source: Path | BinaryIO) -> tuple[int, int]:
-    """Width and height from the image header; raises DownloadError if it is not one
-    (or if it is a decompression bomb)."""
+def image_size(source: Path | BinaryIO, fmt: str | None = None) -> tuple[int, int]:
+    """Width and height from the image header (read as ``fmt`` when it is known: png,
+    jpeg or webp); raises DownloadError if it is not one (or if it is a decompression
+    bomb)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
+            with Image.open(source, formats=_PILLOW_FORMATS.get(fmt or "")) as img:
                 return img.size
     except (
         OSError,

@@ -36,7 +36,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import anyio
-import stamina
 
 from pipeline.clock import Clock
 from pipeline.errors import (
@@ -49,6 +48,7 @@ from pipeline.jobs import Job, ProviderSettings
 from pipeline.limits import RateLimiter
 from pipeline.polling import PollSchedule
 from pipeline.providers.base import ProviderAdapter, TaskState, TaskStatus
+from pipeline.retry import attempt_then_retry
 
 SUBMIT_ATTEMPTS = 5
 MAX_SUBMIT_REFUSALS = 50
@@ -194,29 +194,32 @@ class Lane:
             self.slots.total_tokens = self.slots.total_tokens + 1
 
     async def _submit_once(self, job: Job, deadline: float | None) -> TaskStatus:
-        # stamina's timeout stops retrying once the remaining time is used up (it counts
-        # from now, on the monotonic clock; our clock only says how much is left).
-        timeout = None if deadline is None else max(1e-3, deadline - self.clock.now())
-        async for attempt in stamina.retry_context(
+        def remaining() -> float | None:
+            # stamina's timeout counts from when its retries start, on the monotonic
+            # clock; our clock only says how much is left.
+            return None if deadline is None else max(1e-3, deadline - self.clock.now())
+
+        return await attempt_then_retry(
+            lambda: self._send_submit(job),
             on=self._retry_wait,
             attempts=SUBMIT_ATTEMPTS,
-            timeout=timeout,
+            time_left=remaining,
             wait_initial=0.5,
             wait_max=10.0,
-        ):
-            with attempt:
-                await self._request_slot(submit=True)
-                try:
-                    status = await self.adapter.submit(job)
-                except ProviderError as exc:
-                    exc.job_id = job.id
-                    self._on_error(exc)
-                    if isinstance(exc, AuthError | InsufficientCredits):
-                        raise LaneStopped(exc) from exc
-                    raise
-                self.limiter.record_success()
-                return status
-        raise AssertionError("unreachable")  # pragma: no cover
+        )
+
+    async def _send_submit(self, job: Job) -> TaskStatus:
+        await self._request_slot(submit=True)
+        try:
+            status = await self.adapter.submit(job)
+        except ProviderError as exc:
+            exc.job_id = job.id
+            self._on_error(exc)
+            if isinstance(exc, AuthError | InsufficientCredits):
+                raise LaneStopped(exc) from exc
+            raise
+        self.limiter.record_success()
+        return status
 
     # -- poll ----------------------------------------------------------------------------
 

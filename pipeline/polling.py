@@ -42,7 +42,7 @@ _SQRT2PI = math.sqrt(2.0 * math.pi)
 class PollSettings:
     """Constants of the schedule (the time-valued ones scale with the latency)."""
 
-    min_delay: float = 0.02
+    min_delay: float = 0.005
     min_interval: float = 0.05
     max_interval: float = 10.0
     max_ratio: float = 0.25

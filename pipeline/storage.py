@@ -1,10 +1,16 @@
 """Image downloads: streamed to disk, checked, written atomically, never outside the folder.
 
-An image is streamed with aiohttp into a temporary ``<name>.<random>.part`` through
-aiofiles (never held whole in memory), hashed on the way, checked (scheme, size cap,
+An image is streamed with aiohttp, hashed on the way and checked (scheme, size cap,
 Content-Length, magic bytes, the format's end marker, a header parse by Pillow for width
-and height) and only then renamed into place, so a file with its final name is always
+and height); only then is it renamed into place, so a file with its final name is always
 complete and valid.
+
+Thread hops: the body is held in memory up to ``spill_bytes`` (1 MiB) and written out in
+one worker-thread call each time that much has arrived, so an image is never held whole.
+The last call writes what is left, reads the header (from memory when nothing was
+spilled) and renames; these calls of concurrent downloads share hops, a batch at a time
+(``pipeline.batching``). So an image under 1 MiB, most of them, costs a share of one hop
+and one file creation, with no contention between threads over ``images/``.
 
 Paths: every file is created and renamed relative to a file descriptor of ``images/``,
 opened with ``O_NOFOLLOW | O_DIRECTORY``. So nothing is written outside the output folder
@@ -33,14 +39,15 @@ import hashlib
 import os
 import secrets
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import aiofiles
 import aiohttp
 import anyio
 import anyio.to_thread
 
+from pipeline.batching import Batcher
 from pipeline.errors import DownloadError
 from pipeline.imagecheck import (
     MAX_STEM,
@@ -49,6 +56,7 @@ from pipeline.imagecheck import (
     looks_complete,
     sniff_format,
 )
+from pipeline.partfile import DIR_FLAGS, PartFile, discard_entry, sweep_parts
 
 __all__ = [
     "MAX_STEM",
@@ -61,11 +69,10 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+SPILL_BYTES = 1024 * 1024
 CHUNK = 256 * 1024
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 _TAIL = 32
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +109,18 @@ class Downloader:
         session: aiohttp.ClientSession,
         max_bytes: int = DEFAULT_MAX_BYTES,
         timeout_s: float = 120.0,
+        spill_bytes: int = SPILL_BYTES,
     ) -> None:
         self.root = root
         self.images = root / "images"
         self._session = session
         self._max_bytes = max_bytes
+        self._spill = spill_bytes
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=15, sock_read=30)
         self._swept = False
         self._sweep_lock = anyio.Lock()
+        # Finished images are written, checked and renamed a batch per thread hop.
+        self._files = Batcher()
 
     async def fetch(self, url: str, stem: str) -> StoredImage:
         """Download ``url`` to ``images/<stem>.<ext>`` and return what was stored.
@@ -121,22 +132,22 @@ class Downloader:
         check_stem(stem)
         if urlsplit(url).scheme not in ("http", "https"):
             raise DownloadError("image URL is not http(s)", url=url, retryable=False)
-        dir_fd = await self._images_fd(url)
-        part = f"{stem}.{secrets.token_hex(8)}.part"
+        if not self._swept:
+            await self.sweep()
+        temp = PartFile(f"{stem}.{secrets.token_hex(8)}.part", lambda: self.open_images(url))
         try:
-            digest, size, fmt = await self._stream(url, part, dir_fd)
+            digest, size, fmt = await self._stream(url, temp)
             # The extension follows the bytes, not the request: a provider that sent jpeg
             # for a png request still delivered a paid-for image; the ledger says which.
             final = f"{stem}.{EXTENSIONS[fmt]}"
-            width, height = await anyio.to_thread.run_sync(_finish, dir_fd, part, final)
+            width, height = await self._files.call(partial(temp.finish, final, fmt))
         except OSError as exc:
             # The file system refused (disk full, a directory in the way...): final.
             raise DownloadError(
                 f"cannot write the image: {exc.strerror or exc}", url=url, retryable=False
             ) from exc
         finally:
-            _discard(dir_fd, part)
-            os.close(dir_fd)
+            temp.abandon()
         return StoredImage(
             path=f"{self.images.name}/{final}",
             sha256=digest,
@@ -153,11 +164,11 @@ class Downloader:
 
         def _remove() -> None:
             try:
-                dir_fd = os.open(self.images, _DIR_FLAGS)
+                dir_fd = os.open(self.images, DIR_FLAGS)
             except OSError:
                 return
             try:
-                _discard(dir_fd, name)
+                discard_entry(dir_fd, name)
             finally:
                 os.close(dir_fd)
 
@@ -166,28 +177,31 @@ class Downloader:
     async def sweep(self) -> None:
         """Remove temp files a killed run left in ``images/`` (if it is a real directory;
         nothing happens otherwise). Never raises."""
-        with contextlib.suppress(DownloadError):
-            os.close(await self._images_fd(""))
+        # No download may create its temp file before the sweep is over.
+        async with self._sweep_lock:
+            if not self._swept:
+                with contextlib.suppress(DownloadError):
+                    await anyio.to_thread.run_sync(self._sweep_now)
+                self._swept = True
 
-    async def _images_fd(self, url: str) -> int:
-        if not self._swept:
-            # No download may create its temp file before the sweep is over.
-            async with self._sweep_lock:
-                if not self._swept:
-                    dir_fd = await anyio.to_thread.run_sync(self._open_images, url)
-                    await anyio.to_thread.run_sync(_sweep_parts, dir_fd)
-                    self._swept = True
-                    return dir_fd
-        return await anyio.to_thread.run_sync(self._open_images, url)
-
-    def _open_images(self, url: str) -> int:
-        """A descriptor of ``images/`` (created if missing); refuses a symlink or a
-        non-directory there, which could point outside the output folder."""
+    def _sweep_now(self) -> None:
+        dir_fd = self.open_images("")
         try:
-            os.makedirs(self.root, exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(self.images)
-            return os.open(self.images, _DIR_FLAGS)
+            sweep_parts(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def open_images(self, url: str) -> int:
+        """A descriptor of ``images/`` (created if missing); refuses a symlink or a
+        non-directory there, which could point outside the output folder. Blocking."""
+        try:
+            try:
+                return os.open(self.images, DIR_FLAGS)
+            except FileNotFoundError:
+                os.makedirs(self.root, exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self.images)
+                return os.open(self.images, DIR_FLAGS)
         except OSError as exc:
             raise DownloadError(
                 f"{self.images} is not a directory inside the output folder "
@@ -196,17 +210,12 @@ class Downloader:
                 retryable=False,
             ) from exc
 
-    async def _stream(self, url: str, part: str, dir_fd: int) -> tuple[str, int, str]:
+    async def _stream(self, url: str, temp: PartFile) -> tuple[str, int, str]:
         sha = hashlib.sha256()
         size = 0
         fmt: str | None = None
         head = b""
         tail = b""
-
-        def opener(name: str, flags: int) -> int:
-            # Exclusive and never through a symlink, whatever ``open`` asked for.
-            return os.open(name, _NEW_FILE_FLAGS, 0o644, dir_fd=dir_fd)
-
         try:
             async with self._session.get(url, timeout=self._timeout) as resp:
                 if resp.status != 200:
@@ -222,28 +231,28 @@ class Downloader:
                         url=url,
                         retryable=False,
                     )
-                async with aiofiles.open(part, "wb", opener=opener) as out:
-                    async for chunk in resp.content.iter_chunked(CHUNK):
-                        if len(head) < 16:
-                            head += chunk[: 16 - len(head)]
-                        if fmt is None and len(head) >= 12:
-                            fmt = sniff_format(head)
-                            if fmt is None:
-                                raise DownloadError(
-                                    "response is not a png, jpeg or webp image",
-                                    url=url,
-                                    retryable=False,
-                                )
-                        size += len(chunk)
-                        if size > self._max_bytes:
+                async for chunk in resp.content.iter_chunked(CHUNK):
+                    if len(head) < 16:
+                        head += chunk[: 16 - len(head)]
+                    if fmt is None and len(head) >= 12:
+                        fmt = sniff_format(head)
+                        if fmt is None:
                             raise DownloadError(
-                                f"image exceeds the {self._max_bytes} byte cap",
+                                "response is not a png, jpeg or webp image",
                                 url=url,
                                 retryable=False,
                             )
-                        sha.update(chunk)
-                        tail = (tail + chunk)[-_TAIL:]
-                        await out.write(chunk)
+                    size += len(chunk)
+                    if size > self._max_bytes:
+                        raise DownloadError(
+                            f"image exceeds the {self._max_bytes} byte cap",
+                            url=url,
+                            retryable=False,
+                        )
+                    sha.update(chunk)
+                    tail = (tail + chunk)[-_TAIL:]
+                    if temp.hold(chunk) >= self._spill:
+                        await anyio.to_thread.run_sync(temp.spill)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise DownloadError(f"download failed: {type(exc).__name__}", url=url) from exc
         if declared is not None and size != declared:
@@ -257,30 +266,3 @@ class Downloader:
         if not looks_complete(fmt, tail, size, head):
             raise DownloadError(f"truncated: the {fmt} data ends early", url=url)
         return sha.hexdigest(), size, fmt
-
-
-def _finish(dir_fd: int, part: str, final: str) -> tuple[int, int]:
-    """Read the header of the finished temp file, then rename it into place (replacing a
-    symlink at ``final``, never following it). Raises ``DownloadError`` or ``OSError``."""
-    fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    with os.fdopen(fd, "rb") as f:
-        size = image_size(f)
-    os.replace(part, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    return size
-
-
-def _sweep_parts(dir_fd: int) -> None:
-    """Unlink leftover ``*.part`` entries (files or links; directories are left alone)."""
-    try:
-        names = os.listdir(dir_fd)
-    except OSError:
-        return
-    for name in names:
-        if name.endswith(".part"):
-            with contextlib.suppress(OSError):
-                os.unlink(name, dir_fd=dir_fd)
-
-
-def _discard(dir_fd: int, name: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(name, dir_fd=dir_fd)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -23,6 +25,21 @@ def _png(w: int = 40, h: int = 30) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (w, h), (200, 10, 10)).save(buf, "PNG")
     return buf.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _bomb_png() -> bytes:
+    """A well-formed, complete PNG of 200 bytes that declares 30,000 x 30,000 pixels."""
+    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + _chunk(b"IEND", b"")
+    )
 
 
 async def _truncated(request: web.Request) -> web.StreamResponse:
@@ -73,6 +90,7 @@ async def image_server() -> AsyncIterator[str]:
         "/page.html": web.Response(text="<html>nope</html>", content_type="text/html"),
         "/busy": web.Response(status=503),
         "/big.png": web.Response(body=_png() + b"\0" * 5000),
+        "/bomb.png": web.Response(body=_bomb_png(), content_type="image/png"),
     }
 
     def reply(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -135,6 +153,7 @@ async def test_extension_follows_the_bytes(image_server: str, downloader: Downlo
         ("/page.html", False, "not a png"),
         ("/busy", True, "HTTP 503"),
         ("/big.png", False, "cap"),
+        ("/bomb.png", False, "not a readable image"),
     ],
 )
 async def test_bad_downloads_leave_no_file(
@@ -188,3 +207,35 @@ def test_complete_images_pass_the_end_check(fmt: str) -> None:
     assert looks_complete(kind, data[-32:], len(data), data[:16])
     cut = data[: len(data) * 2 // 3]
     assert not looks_complete(kind, cut[-32:], len(cut), cut[:16])
+
+
+@pytest.mark.parametrize("path", ["/good.png", "/photo.jpg"])
+async def test_images_larger_than_the_spill_size_are_written_in_parts(
+    image_server: str, tmp_path: Path, path: str
+) -> None:
+    """With a 16-byte spill size the bytes go to the temp file as they arrive and the
+    header is read back from it: the stored bytes and facts are the same."""
+    async with aiohttp.ClientSession() as session:
+        whole = await Downloader(tmp_path / "whole", session=session).fetch(
+            f"{image_server}{path}", "job"
+        )
+        parts = await Downloader(tmp_path / "parts", session=session, spill_bytes=16).fetch(
+            f"{image_server}{path}", "job"
+        )
+    assert parts == whole
+    data = (tmp_path / "parts" / parts.path).read_bytes()
+    assert len(data) > 16
+    assert data == (tmp_path / "whole" / whole.path).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == parts.sha256
+
+
+@pytest.mark.parametrize("path", ["/cut-clean.png", "/cut.png", "/bomb.png"])
+async def test_failures_after_a_spill_leave_no_file(
+    image_server: str, tmp_path: Path, path: str
+) -> None:
+    """A download that fails once part of it is on disk removes its temp file."""
+    async with aiohttp.ClientSession() as session:
+        downloader = Downloader(tmp_path, session=session, spill_bytes=16)
+        with pytest.raises(DownloadError):
+            await downloader.fetch(f"{image_server}{path}", "bad")
+    assert list((tmp_path / "images").iterdir()) == []
