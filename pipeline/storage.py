@@ -5,11 +5,11 @@ Content-Length, magic bytes, the format's end marker, a header parse by Pillow f
 and height); only then is it renamed into place, so a file with its final name is always
 complete and valid.
 
-Thread hops: the body is held in memory up to ``spill_bytes`` (1 MiB) and written out in
+Thread hops: the body is held in memory up to ``spill_bytes`` (512 KiB) and written out in
 one worker-thread call each time that much has arrived, so an image is never held whole.
 The last call writes what is left, reads the header (from memory when nothing was
 spilled) and renames; these calls of concurrent downloads share hops, a batch at a time
-(``pipeline.batching``). So an image under 1 MiB, most of them, costs a share of one hop
+(``pipeline.batching``). So an image under 512 KiB costs a share of one hop
 and one file creation, with no contention between threads over ``images/``.
 
 Paths: every file is created and renamed relative to a file descriptor of ``images/``,
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-SPILL_BYTES = 1024 * 1024
+SPILL_BYTES = 512 * 1024
 CHUNK = 256 * 1024
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 _TAIL = 32

@@ -116,6 +116,10 @@ def error_for_status(
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
     """Up to ``limit`` bytes of the body, and whether there was more."""
+    declared = response.content_length
+    if declared is not None and declared <= limit:
+        # aiohttp stops at Content-Length: reading the whole body stays within the cap.
+        return await response.read(), False
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
@@ -135,7 +139,15 @@ class HttpClient:
     The API key is sent per request, so a shared session never carries it.
     """
 
-    __slots__ = ("_api_key", "_base_url", "_owns_session", "_provider", "_session", "_timeout")
+    __slots__ = (
+        "_api_key",
+        "_base_url",
+        "_headers",
+        "_owns_session",
+        "_provider",
+        "_session",
+        "_timeout",
+    )
 
     def __init__(
         self,
@@ -149,6 +161,7 @@ class HttpClient:
         self._provider = provider
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
+        self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         self._session = session
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(
@@ -199,14 +212,13 @@ class HttpClient:
         """
         if self._session is None:
             self._session = aiohttp.ClientSession()
-        headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         try:
             async with self._session.request(
                 method,
                 self._base_url + path,
                 json=json_body,
                 params=params,
-                headers=headers,
+                headers=self._headers,
                 timeout=self._timeout,
                 # A redirected POST turns into a GET; providers do not redirect API calls.
                 allow_redirects=False,
