@@ -181,9 +181,11 @@ def _user_error(exc: BaseException) -> int | None:
 
 def _run(args: argparse.Namespace) -> int:
     from pipeline.manifest import load_manifest
+    from pipeline.records import gc_paused
     from pipeline.runner import RunOptions, check_keys_or_raise, exit_code
 
-    batch = load_manifest(args.manifest, output_dir=args.out)
+    with gc_paused(promote=True):  # the batch lives as long as the process
+        batch = load_manifest(args.manifest, output_dir=args.out)
     if args.max_usd is not None and args.max_usd <= 0:
         raise UsageError("--max-usd must be > 0")
     options = RunOptions(max_usd=args.max_usd, retry_failed=args.retry_failed)
@@ -212,7 +214,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _run_async(batch: Any, options: Any, args: argparse.Namespace) -> Any:
-    from pipeline.progress import Progress
     from pipeline.runner import RunOptions, run_batch
 
     async with AsyncExitStack() as stack:
@@ -230,10 +231,14 @@ async def _run_async(batch: Any, options: Any, args: argparse.Namespace) -> Any:
             )
             if not args.quiet:
                 print(f"emulator: serving both providers at {server.base_url}", file=sys.stderr)
+        if args.quiet:
+            return await run_batch(batch, options)
+        from pipeline.progress import Progress
+
         async with anyio.create_task_group() as tg:
 
             def on_start(scheduler: Any) -> None:
-                tg.start_soon(Progress(scheduler.lanes, sys.stderr, quiet=args.quiet).run)
+                tg.start_soon(Progress(scheduler.lanes, sys.stderr).run)
 
             result = await run_batch(batch, options, on_start=on_start)
             tg.cancel_scope.cancel()

@@ -31,7 +31,7 @@ _LEDGER_STATUS = {
     "failed": "failed",
 }
 _CHUNK = 2000  # job lines joined per write
-# How a stored job document begins when it is in the ledger's shape (records.py).
+# How a stored job document begins when it is in the ledger's shape (edits.py).
 _DOCUMENT_START = '{"provider": '
 
 
@@ -81,25 +81,31 @@ def _text(value: str | None) -> str:
     return "null" if value is None else encode_basestring(value)
 
 
+_STATUS_TEXT = {status: encode_basestring(shown) for status, shown in _LEDGER_STATUS.items()}
+
+
 def entry_json(r: JobRecord) -> str:
     """``job_entry(r)`` as JSON text, spliced from the stored text (equal once parsed)."""
-    doc = r.job_json
+    # The row's columns (records.COLUMNS) taken at once: this runs for every job of
+    # every ledger write.
+    row = r.row
+    status, remote_id, attempts, submitted_at, completed_at, latency = row[4:10]
+    doc, images, cost, usage, error, flags, duplicate_cost = row[10:17]
     if not doc.startswith(_DOCUMENT_START):  # not in the ledger's shape: the long way
         return json.dumps(job_entry(r), ensure_ascii=False)
-    latency = r.latency_s
     extra = ""
-    if r.flags:
-        extra += f', "flags": {r.flags_json}'
-    if r.duplicate_cost:
-        extra += f', "possible_duplicate_cost": {r.duplicate_cost_json}'
+    if flags != "[]" and r.flags:
+        extra += f', "flags": {flags}'
+    if duplicate_cost and r.duplicate_cost:
+        extra += f', "possible_duplicate_cost": {duplicate_cost}'
+    shown = _STATUS_TEXT.get(status) or encode_basestring(status)
     return (
-        f'{{"id": {encode_basestring(r.id)}, {doc[1:-1]}, '
-        f'"status": {encode_basestring(_LEDGER_STATUS.get(r.status, r.status))}, '
-        f'"remote_id": {_text(r.remote_id)}, "attempts": {r.attempts}, '
-        f'"submitted_at": {_text(r.submitted_at)}, "completed_at": {_text(r.completed_at)}, '
+        f'{{"id": {encode_basestring(row[0])}, {doc[1:-1]}, "status": {shown}, '
+        f'"remote_id": {_text(remote_id)}, "attempts": {attempts}, '
+        f'"submitted_at": {_text(submitted_at)}, "completed_at": {_text(completed_at)}, '
         f'"latency_s": {"null" if latency is None else _number(latency)}, '
-        f'"images": {r.images_json}, "cost": {r.cost_json or "null"}, '
-        f'"usage": {r.usage_json}, "error": {r.error_json or "null"}{extra}}}'
+        f'"images": {images}, "cost": {cost or "null"}, '
+        f'"usage": {usage}, "error": {error or "null"}{extra}}}'
     )
 
 
@@ -146,6 +152,9 @@ def spent(r: JobRecord) -> tuple[float, float]:
     return usd, credits
 
 
+_COUNTED = ("jobs", "completed", "failed", "pending", "images")
+
+
 def _empty_totals() -> dict[str, Any]:
     return {
         "jobs": 0,
@@ -163,34 +172,44 @@ def summarize(
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The ledger's ``totals`` and ``providers``. Superseded rows (edited-away jobs) do
     not count toward the totals of the current batch, except for money they cost."""
-    totals = _empty_totals()
-    providers: dict[str, dict[str, Any]] = {}
+    total_usd = total_credits = 0.0
+    # Per provider: usd, credits, then the _COUNTED counts.
+    tallies: dict[str, list[Any]] = {}
+    money: dict[tuple[str | None, str | None], tuple[float, float]] = {}
     for r in records:
-        p = providers.get(r.provider)
-        if p is None:
-            p = providers[r.provider] = {**_empty_totals(), "requests": 0, "rate_limited": 0}
-        usd, credits = spent(r)
-        superseded = "superseded" in r.flags
-        status = _LEDGER_STATUS.get(r.status, r.status)
-        images = r.image_count
-        for bucket in (totals, p):
-            bucket["cost_usd"] += usd
-            bucket["credits"] += credits
-            if superseded:
-                continue
-            bucket["jobs"] += 1
-            bucket["images"] += images
-            if status == "completed":
-                bucket["completed"] += 1
-            elif status == "failed":
-                bucket["failed"] += 1
-            else:
-                bucket["pending"] += 1
-    for name, p in providers.items():
-        p["requests"], p["rate_limited"] = counters.get(name, (0, 0))
-    for bucket in (totals, *providers.values()):
-        bucket["cost_usd"] = _money(bucket["cost_usd"])
-        bucket["credits"] = _money(bucket["credits"])
+        row = r.row  # records.COLUMNS: provider, status, cost, flags, duplicate_cost, images
+        provider, status, flags, key = row[2], row[4], row[15], (row[12], row[16])
+        tally = tallies.get(provider)
+        if tally is None:
+            tally = tallies[provider] = [0.0, 0.0, 0, 0, 0, 0, 0]
+        spent_here = money.get(key)
+        if spent_here is None:  # a batch's jobs repeat a few costs
+            spent_here = money[key] = spent(r)
+        usd, credits = spent_here
+        total_usd += usd
+        total_credits += credits
+        tally[0] += usd
+        tally[1] += credits
+        if flags != "[]" and "superseded" in r.flags:
+            continue
+        tally[2] += 1
+        shown = _LEDGER_STATUS.get(status, status)
+        tally[3 if shown == "completed" else 4 if shown == "failed" else 5] += 1
+        tally[6] += row[17]
+    totals = _empty_totals()
+    totals["cost_usd"], totals["credits"] = _money(total_usd), _money(total_credits)
+    providers: dict[str, dict[str, Any]] = {}
+    for name, (usd, credits, *counts) in tallies.items():
+        requests, rate_limited = counters.get(name, (0, 0))
+        p = providers[name] = {
+            **dict(zip(_COUNTED, counts, strict=True)),
+            "cost_usd": _money(usd),
+            "credits": _money(credits),
+            "requests": requests,
+            "rate_limited": rate_limited,
+        }
+        for field in _COUNTED:
+            totals[field] += p[field]
     return totals, providers
 
 

@@ -1,84 +1,20 @@
-"""A job's row in the state table, and the job's identity (fingerprint).
+"""A job's row in the state table, and pausing the collector while building many.
 
 A :class:`JobRecord` keeps its JSON columns as the text sqlite holds and decodes each one
-the first time it is read: a resume of 100k completed jobs needs the images of every
-row but the job document of none, and the ledger splices the stored text as it is.
+the first time it is read: a resume of 100k completed jobs decodes hardly any (the file
+check decodes the images of many rows at once, the ledger splices the stored text as it
+is, and costs repeat: their decoded values are shared).
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 from typing import Any
-
-from pipeline.jobs import Job
-
-
-def job_document(job: Job, model: str) -> dict[str, Any]:
-    """The job as stored (what the ledger shows of it)."""
-    return {
-        "provider": job.provider,
-        "model": model,
-        "prompt_id": job.prompt_id,
-        "prompt": job.prompt,
-        "params": job.params.as_dict(),
-        "variant": dict(job.variant),
-    }
-
-
-def stored_document(doc: dict[str, Any]) -> str:
-    """The text stored for ``doc``: exactly the ledger's view of it, keys in ledger order.
-
-    The ledger splices this text into each job's entry, so it must hold what
-    ``ledger.job_entry`` would show: ``provider`` and the other keys, missing ones null
-    (``params`` and ``variant``: empty objects).
-    """
-    shown = {
-        "provider": doc["provider"],
-        "model": doc.get("model"),
-        "prompt_id": doc.get("prompt_id"),
-        "prompt": doc.get("prompt"),
-        "params": doc.get("params", {}),
-        "variant": doc.get("variant", {}),
-    }
-    return json.dumps(shown)
-
-
-def fingerprint(doc: dict[str, Any]) -> str:
-    """Identity of what a job asks for; a changed fingerprint means a changed job."""
-    keyed = {k: doc[k] for k in ("provider", "prompt", "params")}
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def job_fingerprint(job: Job) -> str:
-    """``fingerprint(job_document(job, ...))`` without building the document.
-
-    A resume fingerprints every job of the manifest; this spells out the same canonical
-    JSON (sorted keys, ASCII, default separators) about five times faster.
-    """
-    p = job.params
-    urls = (
-        '"image_urls": [' + ", ".join(map(encode_basestring_ascii, p.image_urls)) + "], "
-        if p.image_urls
-        else ""
-    )
-    n = str(p.n) if type(p.n) is int else json.dumps(p.n)
-    text = (
-        f'{{"params": {{"aspect_ratio": {encode_basestring_ascii(p.aspect_ratio)}, {urls}'
-        f'"n": {n}, "output_format": {encode_basestring_ascii(p.output_format)}, '
-        f'"resolution": {encode_basestring_ascii(p.resolution)}}}, '
-        f'"prompt": {encode_basestring_ascii(job.prompt)}, '
-        f'"provider": {encode_basestring_ascii(job.provider)}}}'
-    )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
 
 # In the order of JobRecord's properties; sqlite counts the images, so totals need no
 # decoding.
@@ -133,12 +69,19 @@ def _loads_shared(text: str | None) -> Any:
 
 
 @contextmanager
-def gc_paused() -> Iterator[None]:
+def gc_paused(*, promote: bool = False) -> Iterator[None]:
     """Pause the cyclic garbage collector while building many long-lived objects.
 
     With 100k jobs the heap holds millions of objects; building records or decoding
     their columns triggers full collections that rescan all of it and find no garbage
     (about a third of a resume's time). Only cycles wait longer to be freed.
+
+    ``promote``: what was built lives on (for the whole run, say): it is moved to the
+    collector's oldest generation on the way out, before the collector runs again.
+    Otherwise the next young collections each scan all of it once more, for nothing;
+    now only a full collection does. Garbage cycles made meanwhile wait for that full
+    collection too, so promote once per run, not in a loop. Nothing is promoted while
+    objects are frozen (``gc.freeze``): the unfreeze it takes would release them.
     """
     if not gc.isenabled():  # paused already (nested, or by another thread)
         yield
@@ -146,32 +89,40 @@ def gc_paused() -> Iterator[None]:
     gc.disable()
     try:
         yield
+        if promote and gc.get_freeze_count() == 0:
+            gc.freeze()  # every tracked object to the permanent generation,
+            gc.unfreeze()  # and back into the oldest one: no scan either way
     finally:
         gc.enable()
 
 
-def _new_cache() -> list[Any]:
-    return [_UNSET] * len(_JSON_COLUMNS)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
 class JobRecord:
-    """One row of the state table, as selected by ``COLUMNS``.
+    """One row of the state table, as selected by ``COLUMNS`` (read-only).
 
     The scalar columns are properties; each JSON column is both its stored text
     (``images_json``, spliced as is into the ledger) and its value (``images``), decoded
     on first use and kept. Decoded values are shared (between reads, and between records
-    holding the same text): treat them as read-only.
+    holding the same text): treat them as read-only. A plain class with slots: a resume
+    makes one per job, and a record that is never decoded holds nothing but its row.
     """
 
-    row: tuple[Any, ...]
-    _cache: list[Any] = field(default_factory=_new_cache, init=False, repr=False)
+    __slots__ = ("_cache", "row")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.row = row
+        self._cache: list[Any] | None = None  # decoded JSON columns, once one is read
+
+    def __repr__(self) -> str:
+        return f"JobRecord(row={self.row!r})"
 
     def _json(self, k: int) -> Any:
-        value = self._cache[k]
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = [_UNSET] * len(_JSON_COLUMNS)
+        value = cache[k]
         if value is _UNSET:
             text = self.row[_FIRST_JSON + k]
-            value = self._cache[k] = _loads_shared(text) if k in _SHARED else _loads(text)
+            value = cache[k] = _loads_shared(text) if k in _SHARED else _loads(text)
         return value
 
     # -- scalar columns ---------------------------------------------------------------

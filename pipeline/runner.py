@@ -13,29 +13,28 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import aiohttp
 import anyio
-import stamina
-import stamina.instrumentation
 
 from pipeline.budget import BudgetGuard
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import UsageError
 from pipeline.jobs import Batch
-from pipeline.lane import Lane
 from pipeline.ledger import LedgerHeader, spent
-from pipeline.ledger_sink import LedgerSink
+from pipeline.ledger_sink import STAMP_KEY, LedgerSink
 from pipeline.logs import get_logger, run_logging
 from pipeline.outcome import RunOutcome, utcnow
-from pipeline.providers.registry import create_adapter
 from pipeline.providers.specs import SPECS
 from pipeline.records import gc_paused
 from pipeline.relocate import keep_files_with_their_jobs
-from pipeline.resume import plan_work
-from pipeline.scheduler import Scheduler
+from pipeline.resume import WorkItem, plan_work
 from pipeline.state import JobRecord, StateStore
-from pipeline.storage import Downloader
+
+if TYPE_CHECKING:
+    import stamina.instrumentation
+
+    from pipeline.scheduler import Scheduler
 
 EMULATOR_KEY = "emulator-key"  # not a secret: the local emulator accepts any bearer
 
@@ -108,6 +107,19 @@ async def _signals_cancel(scope: anyio.CancelScope, interrupted: list[int]) -> A
             tg.cancel_scope.cancel()
 
 
+@dataclass(slots=True)
+class _Run:
+    """The parts of one run that sending work needs."""
+
+    batch: Batch
+    options: RunOptions
+    endpoints: dict[str, tuple[str, str]]
+    state: StateStore
+    stack: AsyncExitStack  # what to close when the run ends
+    outcome: RunOutcome = field(default_factory=RunOutcome)
+    interrupted: list[int] = field(default_factory=list)  # the signals received
+
+
 async def run_batch(
     batch: Batch,
     options: RunOptions,
@@ -115,50 +127,29 @@ async def run_batch(
     on_start: Callable[[Scheduler], None] | None = None,
 ) -> tuple[RunOutcome, dict[str, object], bool]:
     """Run (or resume) ``batch``. Returns the outcome, the final ledger and whether the run
-    was interrupted by a signal."""
+    was interrupted by a signal. ``on_start`` sees the scheduler before it starts (there
+    is none when the resume finds nothing to send)."""
     endpoints = resolve_endpoints(batch, options)
-    # Retries go to run.log (through the redacting filter), not to stamina's own logger.
-    stamina.instrumentation.set_on_retry_hooks([_log_retry])
     root = Path(batch.output_dir)
     state = await StateStore.open(root / "state.db")
-    interrupted: list[int] = []
     secrets = [key for _, key in endpoints.values()]
     async with AsyncExitStack() as stack:
+        run = _Run(batch, options, endpoints, state, stack)
         log = stack.enter_context(run_logging(root, secrets))
         stack.push_async_callback(state.close)
         meta = await state.get_meta()
         started_at = meta.get("started_at") or utcnow()
-        await state.set_meta(
-            {"name": batch.name, "manifest": batch.manifest_path, "started_at": started_at}
-        )
+        # The stamp is dropped before this run changes anything (see ledger_sink).
+        start = {"name": batch.name, "manifest": batch.manifest_path, "started_at": started_at}
+        await state.set_meta({**start, STAMP_KEY: ""})
+        unchanged = state.writes
         models = {name: spec.model for name, spec in SPECS.items()}
-        with gc_paused():
+        with gc_paused(promote=True):  # the records live as long as the run
             records = await state.sync_batch(batch.jobs, models)
             # Nothing written after this point means `records` is still the whole state.
             synced_writes = state.writes
             await keep_files_with_their_jobs(state, root, records)
             work = plan_work(batch, records, retry_failed=options.retry_failed)
-            costs = [spent(r) for r in records.values()]
-        spent_usd = sum(usd for usd, _ in costs)
-        spent_credits = sum(credits for _, credits in costs)
-        budget = batch.budget
-        if options.max_usd is not None:
-            budget = replace(budget, max_usd=options.max_usd)
-        guard = BudgetGuard(budget, spent_usd=spent_usd, spent_credits=spent_credits)
-
-        http = await stack.enter_async_context(
-            aiohttp.ClientSession(auto_decompress=False, trust_env=False)
-        )
-        lanes: dict[str, Lane] = {}
-        for name, (base, key) in endpoints.items():
-            settings = batch.providers[name]
-            adapter = create_adapter(
-                name, api_key=key, base_url=base, usd_per_credit=settings.usd_per_credit
-            )
-            stack.push_async_callback(adapter.aclose)
-            lanes[name] = Lane(adapter, settings, clock=options.clock)
-        header = LedgerHeader(batch.name, batch.manifest_path, started_at, started_at, False)
-        ledger = LedgerSink(state, root / "ledger.json", header, lanes)
         log.info(
             "run %s (%s): %d jobs, %d to run now; providers %s",
             batch.name,
@@ -167,32 +158,17 @@ async def run_batch(
             len(work),
             ", ".join(f"{n} at {b}" for n, (b, _) in endpoints.items()),
         )
-        scheduler = Scheduler(
-            batch,
-            lanes=lanes,
-            state=state,
-            downloader=Downloader(root, session=http),
-            budget=guard,
-            clock=options.clock,
-            on_change=ledger.mark_dirty,
-        )
-        if on_start is not None:
-            on_start(scheduler)
+        header = LedgerHeader(batch.name, batch.manifest_path, started_at, started_at, False)
+        ledger = LedgerSink(state, root / "ledger.json", header)
         if work:
-            await ledger.mark_dirty()  # the sink's first write: the state as resumed
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(ledger.run)
-            with anyio.CancelScope() as run_scope:
-                async with _signals_cancel(run_scope, interrupted):
-                    await scheduler.run(work)
-            tg.cancel_scope.cancel()
+            await _send(run, ledger, records, work, on_start)
         with anyio.CancelScope(shield=True):
             if state.writes == synced_writes:
                 final: Sequence[JobRecord] = list(records.values())
             else:
                 final = await state.records()
+            outcome = run.outcome
             current = {j.id for j in batch.jobs}
-            outcome = RunOutcome(stop_reason=scheduler.stop_reason)
             for r in final:
                 if r.id not in current:
                     continue
@@ -202,12 +178,79 @@ async def run_batch(
                     outcome.failed += 1
                 else:
                     outcome.pending += 1
-            for name, lane in lanes.items():
-                if lane.stopped is not None:
-                    outcome.lane_stops[name] = str(lane.stopped)
-            doc = await ledger.write(finished=outcome.pending == 0, records=final)
-            _log_outcome(log, outcome, final, current, bool(interrupted))
-    return outcome, doc, bool(interrupted)
+            # Nothing sent and nothing changed: the last run's ledger may hold as it is.
+            kept = not work and state.writes == unchanged
+            stamp = meta.get(STAMP_KEY) if kept else None
+            doc = await ledger.finish(final, finished=outcome.pending == 0, stamp=stamp or None)
+            _log_outcome(log, outcome, final, current, bool(run.interrupted))
+    return outcome, doc, bool(run.interrupted)
+
+
+async def _send(
+    run: _Run,
+    ledger: LedgerSink,
+    records: dict[str, JobRecord],
+    work: list[WorkItem],
+    on_start: Callable[[Scheduler], None] | None,
+) -> None:
+    """Run ``work`` through the lanes, ``ledger`` rewritten as it goes (counting the
+    lanes' requests from now on); the stop reasons go to ``run.outcome``. The network
+    stack is imported here: a resume with nothing to send never loads it."""
+    import aiohttp
+    import stamina.instrumentation
+
+    from pipeline.lane import Lane
+    from pipeline.providers.registry import create_adapter
+    from pipeline.scheduler import Scheduler
+    from pipeline.storage import Downloader
+
+    # Retries go to run.log (through the redacting filter), not to stamina's own logger.
+    stamina.instrumentation.set_on_retry_hooks([_log_retry])
+    batch, options, stack = run.batch, run.options, run.stack
+    with gc_paused():
+        costs = [spent(r) for r in records.values()]
+    budget = batch.budget
+    if options.max_usd is not None:
+        budget = replace(budget, max_usd=options.max_usd)
+    guard = BudgetGuard(
+        budget,
+        spent_usd=sum(usd for usd, _ in costs),
+        spent_credits=sum(credits for _, credits in costs),
+    )
+    http = await stack.enter_async_context(
+        aiohttp.ClientSession(auto_decompress=False, trust_env=False)
+    )
+    lanes: dict[str, Lane] = {}
+    for name, (base, key) in run.endpoints.items():
+        settings = batch.providers[name]
+        adapter = create_adapter(
+            name, api_key=key, base_url=base, usd_per_credit=settings.usd_per_credit
+        )
+        stack.push_async_callback(adapter.aclose)
+        lanes[name] = Lane(adapter, settings, clock=options.clock)
+    ledger.lanes = lanes
+    scheduler = Scheduler(
+        batch,
+        lanes=lanes,
+        state=run.state,
+        downloader=Downloader(Path(batch.output_dir), session=http),
+        budget=guard,
+        clock=options.clock,
+        on_change=ledger.mark_dirty,
+    )
+    if on_start is not None:
+        on_start(scheduler)
+    await ledger.mark_dirty()  # the sink's first write: the state as resumed
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ledger.run)
+        with anyio.CancelScope() as run_scope:
+            async with _signals_cancel(run_scope, run.interrupted):
+                await scheduler.run(work)
+        tg.cancel_scope.cancel()
+    run.outcome.stop_reason = scheduler.stop_reason
+    for name, lane in lanes.items():
+        if lane.stopped is not None:
+            run.outcome.lane_stops[name] = str(lane.stopped)
 
 
 def _log_outcome(

@@ -38,17 +38,15 @@ from typing import Any, TypeVar
 import anyio
 
 from pipeline.commit import GroupCommit
-from pipeline.edits import sync_rows
-from pipeline.jobs import Job
-from pipeline.records import (
-    JobRecord,
+from pipeline.edits import (
     fingerprint,
-    gc_paused,
     job_document,
-    job_fingerprint,
-    select_rows,
+    job_fingerprints,
     stored_document,
+    sync_rows,
 )
+from pipeline.jobs import Job
+from pipeline.records import JobRecord, gc_paused, select_rows
 
 __all__ = ["JobRecord", "StateStore", "job_document", "read_snapshot"]
 
@@ -185,7 +183,8 @@ class StateStore:
         the stored document only of jobs that are new or edited."""
 
         def _run_sync(c: sqlite3.Connection) -> tuple[dict[str, JobRecord], bool]:
-            wanted = [(j.id, j.provider, job_fingerprint(j)) for j in jobs]
+            fingerprints = job_fingerprints(jobs)
+            wanted = [(j.id, j.provider, fp) for j, fp in zip(jobs, fingerprints, strict=True)]
 
             def document(k: int) -> str:
                 return stored_document(job_document(jobs[k], models[jobs[k].provider]))

@@ -108,6 +108,42 @@ def test_rerun_sends_nothing_and_status_matches_ledger(manifest: Path, tmp_path:
     assert json.loads(status.stdout)["totals"] == second["totals"]
 
 
+def test_quiet_rerun_with_nothing_to_do_loads_no_network_stack(
+    manifest: Path, tmp_path: Path
+) -> None:
+    """A finished batch rerun with -q sends nothing, keeps ledger.json as it is, and never
+    imports the HTTP client nor the progress display (a large resume stays fast). The
+    providers point at a closed port: anything sent would fail."""
+    out = tmp_path / "out"
+    args = ("run", str(manifest), "--out", str(out), "-q")
+    assert pipeline(*args, "--emulate", "--emulate-latency", "0", cwd=tmp_path).returncode == 0
+    ledger = out / "ledger.json"
+    written = ledger.stat()
+    probe = (
+        "import sys; from pipeline.cli import main; code = main(sys.argv[1:]); "
+        "print(sorted(m for m in ('aiohttp', 'rich') if m in sys.modules), file=sys.stderr); "
+        "sys.exit(code)"
+    )
+    closed = "http://127.0.0.1:9"
+    env = {"WAVESPEED_API_KEY": "k", "SKILLS_VIDEO_API_KEY": "k"}
+    env |= {"WAVESPEED_BASE_URL": closed, "SKILLS_VIDEO_BASE_URL": closed}
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "[]"
+    assert (ledger.stat().st_ino, ledger.stat().st_mtime_ns) == (
+        written.st_ino,
+        written.st_mtime_ns,
+    )
+
+
 def test_missing_key_is_a_usage_error(manifest: Path, tmp_path: Path) -> None:
     """Without keys (and without --emulate) the run exits 2 naming the variables."""
     proc = pipeline(

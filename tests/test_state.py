@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.edits import fingerprint, job_fingerprint, job_fingerprints
 from pipeline.jobs import Job, JobParams
 from pipeline.ledger import LedgerHeader, build_ledger
-from pipeline.records import fingerprint, job_fingerprint
 from pipeline.state import StateStore, job_document, read_snapshot
 
 pytestmark = pytest.mark.anyio
@@ -216,3 +216,18 @@ def test_job_fingerprint_equals_the_document_fingerprint(
     params = JobParams(aspect, resolution, fmt, n, tuple(urls))
     job = Job(id="x", prompt_id="x", provider=provider, prompt=prompt, params=params)
     assert job_fingerprint(job) == fingerprint(job_document(job, "any-model"))
+
+
+def test_jobs_sharing_params_are_fingerprinted_as_each_alone() -> None:
+    """job_fingerprints spells a params object shared by many jobs once; every job still
+    gets its own document's fingerprint (equal params in distinct objects too)."""
+    shared = JobParams("16:9", "2k", "png", 2, ("https://x/a.png",))
+    params = [shared, JobParams(), shared, JobParams("16:9", "2k", "png", 2, ("https://x/a.png",))]
+    jobs = [
+        Job(id=f"j{i}", prompt_id="p", provider=provider, prompt=f"prompt {i % 2}", params=p)
+        for i, p in enumerate(params)
+        for provider in ("wavespeed", "skills_video")
+    ]
+    expected = [fingerprint(job_document(job, "m")) for job in jobs]
+    assert job_fingerprints(jobs) == expected
+    assert len(set(expected)) == 6  # prompt 0 with equal params twice, on two providers

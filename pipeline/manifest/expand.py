@@ -22,6 +22,7 @@ import math
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 
@@ -30,7 +31,7 @@ from pipeline.manifest.entries import ParsedPrompt
 from pipeline.manifest.fields import BUILTIN_DEFAULTS
 from pipeline.manifest.issues import IssueLog, Lines
 from pipeline.manifest.models import Settings
-from pipeline.manifest.validate import check_template, job_errors
+from pipeline.manifest.validate import check_template, params_errors, prompt_errors
 from pipeline.providers.specs import SPECS
 
 MAX_ID = 120
@@ -56,11 +57,9 @@ def slug(value: str) -> str:
     return _NOT_SLUG.sub("-", ascii_text.lower().replace(":", "x")).strip("-")
 
 
-def _base_id(prompt_id: str, variant: dict[str, str]) -> str:
-    if not variant:
-        return prompt_id
-    parts = [s for s in (slug(v) for v in variant.values()) if s]
-    return f"{prompt_id}--{'-'.join(parts)}" if parts else prompt_id
+def _slugs(values: Iterable[str]) -> tuple[str, ...]:
+    """The non-empty slugs of ``values``: what a job id lists of its variant."""
+    return tuple(s for s in map(slug, values) if s)
 
 
 def _digest(job: Job) -> str:
@@ -82,10 +81,13 @@ def _with_hash(base: str, job: Job, length: int = _HASH_LEN) -> str:
 
 def assign_ids(drafts: list[Job]) -> list[Job]:
     """Give each draft (whose ``id`` holds its base id) its final, unique id."""
-    counts = Counter(job.id.casefold() for job in drafts)
+    folded = [job.id.casefold() for job in drafts]
+    if len(set(folded)) == len(folded) and all(len(job.id) <= MAX_ID for job in drafts):
+        return drafts  # no collision, nothing too long: every base id is final
+    counts = Counter(folded)
     ids = [
-        _with_hash(job.id, job) if len(job.id) > MAX_ID or counts[job.id.casefold()] > 1 else job.id
-        for job in drafts
+        _with_hash(job.id, job) if len(job.id) > MAX_ID or counts[key] > 1 else job.id
+        for job, key in zip(drafts, folded, strict=True)
     ]
     # A hashed id can only clash with another id if two jobs are identical or a prompt id
     # happens to end in the same hex digits; a counter keeps ids unique even then.
@@ -146,14 +148,58 @@ def _params(settings: dict[str, object]) -> JobParams:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Combo:
+    """One combination of swept values over one set of settings, shared by every prompt
+    that has those settings (its jobs share the ``params`` object too)."""
+
+    provider: str
+    params: JobParams
+    variant: dict[str, str]  # the swept values as Job.variant shows them
+    slugs: tuple[str, ...]  # and as the job id shows them
+    errors: tuple[tuple[str, str], ...]  # what the provider refuses of these settings
+
+
+_Combos = dict[tuple[object, ...], list[_Combo]]
+# One combination of a prompt's vars: the prompt, its part of the variant and of the id,
+# and what each provider refuses of the prompt.
+_Render = tuple[str, dict[str, str], tuple[str, ...], dict[str, list[tuple[str, str]]]]
+
+
+def _combos(
+    base: dict[str, object], axes: list[tuple[str, tuple[object, ...]]], cache: _Combos
+) -> list[_Combo]:
+    """The combinations of ``axes`` applied to ``base``, in product order (cached: most
+    prompts of a large batch share their settings)."""
+    key = (*(k for k, _ in axes), *(tuple(v) if isinstance(v, list) else v for v in base.values()))
+    combos = cache.get(key)
+    if combos is None:
+        combos = cache[key] = []
+        names = [k for k, _ in axes]
+        for values in itertools.product(*(v for _, v in axes)):
+            settings = {**base, **dict(zip(names, values, strict=True))}
+            provider = cast(str, settings["provider"])
+            params = _params(settings)
+            variant = {name: str(value) for name, value in zip(names, values, strict=True)}
+            errors = tuple(params_errors(SPECS[provider], params))
+            combos.append(_Combo(provider, params, variant, _slugs(variant.values()), errors))
+    return combos
+
+
 def expand_prompt(
-    p: ParsedPrompt, sweep: SweepAxes, log: IssueLog, budget: int, shared: _Shared
+    p: ParsedPrompt,
+    sweep: SweepAxes,
+    log: IssueLog,
+    budget: int,
+    shared: _Shared,
+    cache: _Combos | None = None,
 ) -> list[Job]:
     """The draft jobs of one prompt (ids not final); problems are logged.
 
     Problems with a value from ``defaults`` or ``sweep`` go to ``shared`` instead, to be
     reported once for all the prompts they affect. At most ``budget`` jobs are made; a
-    prompt that would make more is logged instead.
+    prompt that would make more is logged instead. ``cache`` keeps the swept settings
+    between prompts.
     """
     template = check_template(p, log)
     if template is None:
@@ -170,46 +216,70 @@ def expand_prompt(
         )
         return []
     base, from_defaults = _settings(p, sweep)
-    names = [key for key, _ in axes] + [name for name, _ in var_axes]
+    combos = _combos(base, axes, {} if cache is None else cache)
+    var_names = [name for name, _ in var_axes]
+    # Which errors are the prompt's own: not those of a swept value (or, quirk kept, of a
+    # var named like the setting) nor of a value from defaults.
+    swept = {*(key for key, _ in axes), *var_names}
+    n_images = len(cast("list[str]", base["image_urls"]))
+    providers = {c.provider for c in combos}
+    renders: list[_Render] = []
+    for values in itertools.product(*(v for _, v in var_axes)):
+        chosen = {name: str(value) for name, value in zip(var_names, values, strict=True)}
+        prompt = template.render(chosen)
+        refused = {name: prompt_errors(SPECS[name], prompt, n_images) for name in providers}
+        renders.append((prompt, chosen, _slugs(chosen.values()), refused))
     line = p.line()
     jobs: list[Job] = []
-    for combo in itertools.product(*(values for _, values in axes), *(v for _, v in var_axes)):
-        chosen = dict(zip(names, combo, strict=True))
-        settings = {**base, **{key: chosen[key] for key, _ in axes}}
-        variant = {name: str(chosen[name]) for name in names}
-        prompt = template.render({name: str(chosen[name]) for name, _ in var_axes})
-        provider = cast(str, settings["provider"])
-        params = _params(settings)
-        for key, message in job_errors(SPECS[provider], prompt, params):
-            if key in chosen or key in from_defaults:
-                # A value from defaults or sweep is wrong for some prompts: report it once.
-                field = f"sweep.{key}" if key in chosen else f"defaults.{key}"
-                affected = shared.setdefault((field, message), [])
-                if not affected or affected[-1] is not p:
-                    affected.append(p)
-            else:
-                log.add(p.path, p.line(key), p.field(key), message)
-        jobs.append(
-            Job(
-                id=_base_id(p.prompt_id, variant),
-                prompt_id=p.prompt_id,
-                provider=provider,
-                prompt=prompt,
-                params=params,
-                variant=variant,
-                source=p.path,
-                line=line,
+    for combo in combos:
+        for prompt, chosen, slugs, refused in renders:
+            errors = refused[combo.provider]
+            if combo.errors or errors:
+                _report(p, (*combo.errors, *errors), swept, from_defaults, log, shared)
+            parts = combo.slugs + slugs
+            jobs.append(
+                Job(
+                    id=f"{p.prompt_id}--{'-'.join(parts)}" if parts else p.prompt_id,
+                    prompt_id=p.prompt_id,
+                    provider=combo.provider,
+                    prompt=prompt,
+                    params=combo.params,
+                    variant={**combo.variant, **chosen},
+                    source=p.path,
+                    line=line,
+                )
             )
-        )
     return jobs
+
+
+def _report(
+    p: ParsedPrompt,
+    errors: Iterable[tuple[str, str]],
+    swept: set[str],
+    from_defaults: set[str],
+    log: IssueLog,
+    shared: _Shared,
+) -> None:
+    """Log the ``(setting, message)`` problems of one job of ``p``. Those of a swept value
+    or of a value from ``defaults`` go to ``shared``, to be reported once for all the
+    prompts they affect."""
+    for key, message in errors:
+        if key in swept or key in from_defaults:
+            field = f"sweep.{key}" if key in swept else f"defaults.{key}"
+            affected = shared.setdefault((field, message), [])
+            if not affected or affected[-1] is not p:
+                affected.append(p)
+        else:
+            log.add(p.path, p.line(key), p.field(key), message)
 
 
 def expand(prompts: list[ParsedPrompt], sweep: SweepAxes, log: IssueLog) -> list[Job]:
     """All jobs of all prompts, in manifest order, with final ids; problems are logged."""
     drafts: list[Job] = []
     shared: _Shared = {}
+    cache: _Combos = {}
     for p in prompts:
-        drafts.extend(expand_prompt(p, sweep, log, MAX_JOBS - len(drafts), shared))
+        drafts.extend(expand_prompt(p, sweep, log, MAX_JOBS - len(drafts), shared, cache))
     for (field, message), affected in shared.items():
         # A value from defaults or sweep is wrong only for some prompts: say which.
         first = affected[0]

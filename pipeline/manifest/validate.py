@@ -104,8 +104,10 @@ def image_ref_errors(prompt: str, n_images: int) -> list[str]:
     return list(dict.fromkeys(errors))
 
 
-def job_errors(spec: ProviderSpec, prompt: str, params: JobParams) -> list[tuple[str, str]]:
-    """``(setting, message)`` for each way a resolved job breaks ``spec``'s limits."""
+def params_errors(spec: ProviderSpec, params: JobParams) -> list[tuple[str, str]]:
+    """``(setting, message)`` for each way a job's settings break ``spec``'s limits
+    (with ``prompt_errors``, all the ways a resolved job can; a batch's jobs share a few
+    settings, checked once each)."""
     out = list(
         settings_errors(
             spec.name, params.resolution, params.aspect_ratio, params.output_format, params.n
@@ -119,6 +121,13 @@ def job_errors(spec: ProviderSpec, prompt: str, params: JobParams) -> list[tuple
                 f"{spec.max_image_urls}",
             )
         )
+    return out
+
+
+def prompt_errors(spec: ProviderSpec, prompt: str, n_images: int) -> list[tuple[str, str]]:
+    """``(setting, message)`` for each way a job's prompt (with ``n_images`` reference
+    images) breaks ``spec``'s limits."""
+    out: list[tuple[str, str]] = []
     if not prompt.strip():
         out.append(("prompt", "is empty after expanding vars"))
     elif len(prompt) > spec.max_prompt_chars:
@@ -130,7 +139,7 @@ def job_errors(spec: ProviderSpec, prompt: str, params: JobParams) -> list[tuple
             )
         )
     if "@Image" in prompt:
-        out.extend(("prompt", m) for m in image_ref_errors(prompt, len(params.image_urls)))
+        out.extend(("prompt", m) for m in image_ref_errors(prompt, n_images))
     return out
 
 

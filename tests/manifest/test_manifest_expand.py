@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.errors import ManifestError
 from pipeline.jobs import Budget, JobParams, ProviderSettings
 from pipeline.manifest import MAX_ID, load_manifest, slug
 from pipeline.providers.specs import SPECS
@@ -71,6 +72,71 @@ def test_axis_set_by_prompt_is_not_swept(write: Write) -> None:
     assert [j.id for j in jobs] == ["pinned--1x1", "pinned--16x9"]
     assert {j.provider for j in jobs} == {"skills_video"}
     assert jobs[1].variant == {"aspect_ratio": "16:9"}
+
+
+def test_prompts_with_and_without_own_settings_interleaved(write: Write) -> None:
+    """Prompts that share their settings and prompts with their own, interleaved: each job
+    gets its own prompt's resolved settings (prompts with the same ones share them)."""
+    path = write(
+        "m.yaml",
+        """
+        name: m
+        defaults: {resolution: 2k}
+        sweep:
+          n: [1, 2]
+          provider: [wavespeed, skills_video]
+        prompts:
+          - {id: a, prompt: plain}
+          - {id: b, prompt: own, resolution: 1k, image_urls: ["https://x.test/1.png"]}
+          - {id: c, prompt: "plain {x}", vars: {x: [one]}}
+          - {id: d, prompt: pinned, provider: skills_video, n: 3}
+          - {id: e, prompt: own again, resolution: 1k}
+        """,
+    )
+    jobs = load_manifest(path).jobs
+    got = {j.id: (j.provider, j.params) for j in jobs}
+    assert got["a--2-skills-video"] == ("skills_video", JobParams("1:1", "2k", "png", 2))
+    assert got["b--1-wavespeed"] == (
+        "wavespeed",
+        JobParams("1:1", "1k", "png", 1, ("https://x.test/1.png",)),
+    )
+    assert got["c--2-wavespeed-one"] == ("wavespeed", JobParams("1:1", "2k", "png", 2))
+    assert got["c--2-wavespeed-one"][1] == got["a--2-wavespeed"][1]
+    assert got["d"] == ("skills_video", JobParams("1:1", "2k", "png", 3))
+    assert got["e--2-skills-video"] == ("skills_video", JobParams("1:1", "1k", "png", 2))
+    assert [j.id for j in jobs][:4] == [
+        "a--1-wavespeed",
+        "a--1-skills-video",
+        "a--2-wavespeed",
+        "a--2-skills-video",
+    ]
+    assert jobs[8].variant == {"n": "1", "provider": "wavespeed", "x": "one"}
+
+
+def test_problems_of_shared_settings_are_reported_per_prompt(write: Write) -> None:
+    """A swept value one provider refuses is reported once for every prompt it affects,
+    while a prompt's own value is reported against that prompt (settings shared between
+    prompts still report each prompt)."""
+    path = write(
+        "m.yaml",
+        """
+        name: m
+        sweep:
+          provider: [wavespeed, skills_video]
+          resolution: [1k, 4k]
+        prompts:
+          - {id: a, prompt: x}
+          - {id: b, prompt: y}
+          - {id: c, prompt: z, provider: skills_video, n: 5}
+        """,
+    )
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    assert [str(issue) for issue in info.value.issues] == [
+        f"{path}:6: sweep.resolution: '4k' is not one of 1k, 2k for skills_video "
+        "(prompt 'a' and 2 more)",
+        f"{path}:8: prompts[2].n: 5 is not within 1..4 for skills_video",
+    ]
 
 
 def test_cartesian_product_follows_written_axis_order(write: Write) -> None:
