@@ -1,8 +1,9 @@
 """The run: one task group, per-provider lanes, a download stage, a ledger writer.
 
-Stages are connected by memory object streams::
+The lane workers of a provider share one iterator of its jobs; finished tasks go to the
+download workers through a memory object stream::
 
-    feed(lane) --jobs--> lane workers (max_concurrent each) --done--> downloaders --> state
+    a lane's jobs --> lane workers (max_concurrent each) --done--> downloaders --> state
 
 A lane worker holds one of the provider's task slots from submit until the task is
 terminal; downloads happen after the slot is released, so slow image transfers never
@@ -26,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectSendStream
 
 from pipeline.budget import BudgetGuard, Reservation
 from pipeline.clock import Clock
@@ -125,17 +126,10 @@ class Scheduler:
                 for name, lane in self.lanes.items():
                     items = [w for w in work if w.job.provider == name]
                     lane.counters.queued = len(items)
-                    send, recv = anyio.create_memory_object_stream[WorkItem](0)
-                    tg.start_soon(self._feed, items, send)
-                    async with recv:
-                        for _ in range(max(1, lane.settings.max_concurrent)):
-                            tg.start_soon(self._lane_worker, lane, recv.clone(), done_send.clone())
+                    queue = iter(items)  # shared by the lane's workers
+                    for _ in range(max(1, lane.settings.max_concurrent)):
+                        tg.start_soon(self._lane_worker, lane, queue, done_send.clone())
             # The downloaders end once every lane worker has closed its clone of done_send.
-
-    async def _feed(self, items: list[WorkItem], send: ObjectSendStream[WorkItem]) -> None:
-        async with send:
-            for item in items:
-                await send.send(item)
 
     async def _changed(self) -> None:
         if self._on_change is not None:
@@ -144,13 +138,10 @@ class Scheduler:
     # -- lane stage -------------------------------------------------------------------------
 
     async def _lane_worker(
-        self,
-        lane: Lane,
-        recv: ObjectReceiveStream[WorkItem],
-        done: ObjectSendStream[Finished],
+        self, lane: Lane, queue: Iterator[WorkItem], done: ObjectSendStream[Finished]
     ) -> None:
-        async with recv, done:
-            async for item in recv:
+        async with done:
+            for item in queue:  # each item goes to exactly one worker (next() never waits)
                 lane.counters.queued -= 1
                 async with lane.slots:  # one task in flight at the provider
                     finished = await self._run_at_provider(lane, item)
