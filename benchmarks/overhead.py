@@ -3,13 +3,11 @@
 Both sides run the same 2,000 single-image jobs (half per provider, 32 in flight per
 provider) against a fresh zero-latency emulator in its own process, each in its own
 process too, alternating floor / pipeline three times; the best run of each side counts. A
-third pipeline run under cProfile gives the profile (it is slower: profiling costs).
+last pipeline run under py-spy gives the profile (``benchmarks/profile.py``).
 """
 
 from __future__ import annotations
 
-import pstats
-import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -17,15 +15,13 @@ from pathlib import Path
 from typing import Literal
 
 from benchmarks.emulator_proc import EmulatorProcess, EmulatorSetup
-from benchmarks.procs import REPO, python_module, run_child
+from benchmarks.procs import python_module, run_child
+from benchmarks.profile import TOP, py_spy_argv, read_raw
 from benchmarks.results import Figure, at_most, info
 from benchmarks.workload import PROVIDERS, Workload, WorkResult
 
 TARGET_RATIO = 1.15
 ROUNDS = 3  # floor, pipeline, floor, pipeline...: the best run of each side counts
-TOP = 15
-# Paths shown from the package root: site-packages/, lib/python3.X/ or the repository.
-_SHORTEN = re.compile(r"^.*/(site-packages|lib/python3\.\d+)/|^" + re.escape(str(REPO)) + "/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +48,16 @@ def run_side(
             base_url=emu.base_url,
             out_dir=str(out),
             jobs=jobs,
-            profile_path=str(profile) if profile else None,
         )
-        child = run_child(python_module("benchmarks.worker", w.model_dump_json()))
+        argv = python_module("benchmarks.worker", w.model_dump_json())
+        child = run_child(py_spy_argv(profile, argv) if profile else argv)
         if child.exit_code != 0:
             raise RuntimeError(f"{mode} run failed:\n{child.stderr[-3000:]}")
-        result = WorkResult.model_validate_json(child.stdout.strip().splitlines()[-1])
+        # The worker's last JSON line (py-spy, when profiling, prints its own lines too).
+        lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            raise RuntimeError(f"{mode} run printed no result:\n{child.stdout[-3000:]}")
+        result = WorkResult.model_validate_json(lines[-1])
         stats = emu.stats()
     if result.completed != jobs:
         raise RuntimeError(f"{mode} completed {result.completed} of {jobs} jobs")
@@ -70,31 +70,6 @@ def run_side(
         api_requests=sum(stats.for_provider(p).requests for p in PROVIDERS),
         downloads=sum(stats.for_provider(p).downloads for p in PROVIDERS),
     )
-
-
-def _where(key: tuple[str, int, str]) -> str:
-    file, line, func = key
-    file = _SHORTEN.sub("", file)
-    return f"{func} ({file}:{line})" if line else func
-
-
-def profile_summary(path: Path) -> dict[str, list[str]]:
-    """Top functions of a cProfile dump: cumulative time (pipeline code) and self time."""
-    raw = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
-    rows = [(k, v[1], v[2], v[3]) for k, v in raw.items()]
-    total = sum(r[2] for r in rows) or 1.0
-    ours = [r for r in rows if "/pipeline/" in r[0][0]]
-    cumulative = sorted(ours, key=lambda r: r[3], reverse=True)[:TOP]
-    self_time = sorted(rows, key=lambda r: r[2], reverse=True)[:TOP]
-    return {
-        "cumulative_pipeline": [
-            f"{ct:7.2f} s cum  {calls:>7} calls  {_where(k)}" for k, calls, _, ct in cumulative
-        ],
-        "self_time": [
-            f"{tt:7.2f} s self {100 * tt / total:5.1f}%  {calls:>7} calls  {_where(k)}"
-            for k, calls, tt, _ in self_time
-        ],
-    }
 
 
 def measure(jobs: int, out: Path, log: Callable[[str], None]) -> list[Figure]:
@@ -133,20 +108,27 @@ def _measure(
     ratio = pipe.seconds / floor.seconds
     cpu_ratio = min(r.cpu_s for r in runs["pipeline"]) / min(r.cpu_s for r in runs["floor"])
     out.mkdir(parents=True, exist_ok=True)
-    profile_path = out / "profile.pstats"
-    profiled = run_side("pipeline", jobs, next(folders), profile=profile_path)
-    summary = profile_summary(profile_path)
-    log(f"  profiled pipeline run: {profiled.seconds:.2f} s (cProfile overhead included)")
-    log(f"  top {TOP} cumulative (pipeline code):")
-    for line in summary["cumulative_pipeline"]:
-        log("    " + line)
-    log(f"  top {TOP} self time (everything):")
-    for line in summary["self_time"]:
-        log("    " + line)
-    (out / "profile.txt").write_text(
-        "\n".join(["# cumulative (pipeline code)", *summary["cumulative_pipeline"], ""])
-        + "\n".join(["# self time", *summary["self_time"], ""])
-    )
+    raw = out / "profile.raw"
+    summary: dict[str, list[str]] = {}
+    try:
+        profiled = run_side("pipeline", jobs, next(folders), profile=raw)
+        summary = read_raw(raw).summary()
+    except (RuntimeError, OSError) as exc:  # no py-spy, or no permission to trace
+        log(f"  no profile: {str(exc)[-300:]}")
+    else:
+        log(f"  profiled pipeline run (py-spy, 250 Hz): {profiled.seconds:.2f} s")
+        for title, key in (
+            ("", "threads"),
+            (f"top {TOP} pipeline functions, inclusive:", "inclusive_pipeline"),
+            (f"top {TOP} innermost frames (self):", "self"),
+        ):
+            if title:
+                log("  " + title)
+            for line in summary[key]:
+                log("    " + line)
+        (out / "profile.txt").write_text(
+            "".join(f"# {key}\n" + "\n".join(lines) + "\n" for key, lines in summary.items())
+        )
     details = {"jobs": jobs, "runs": [asdict(r) for rs in runs.values() for r in rs]}
     return [
         at_most(

@@ -1,22 +1,25 @@
 """One measured run in its own process: ``python -m benchmarks.worker WORKLOAD_JSON``.
 
 Runs the floor or the real pipeline (``pipeline.runner.run_batch``) on the workload and
-prints a :class:`WorkResult` as one JSON line. With ``profile_path`` the pipeline run is
-profiled with cProfile (main thread only: sqlite work in worker threads shows up as the
-time the event loop waits for it) and the stats are dumped there.
+prints a :class:`WorkResult` as one JSON line. (Figure 2 profiles this process from
+outside, with py-spy.)
 """
 
 from __future__ import annotations
 
-import cProfile
 import sys
 import time
 
 import anyio
 
+import pipeline.scheduler  # noqa: F401  (see below)
 from benchmarks.floor import run_floor
 from benchmarks.workload import BENCH_KEY, Workload, WorkResult, build_batch
 from pipeline.runner import RunOptions, run_batch
+
+# `pipeline run` imports the scheduler, lanes and adapters only once it has work to send
+# (a resume with nothing to send never loads them). Both sides are timed from after their
+# imports, so the scheduler is imported here, as the floor's aiohttp is.
 
 
 async def run_pipeline(w: Workload) -> WorkResult:
@@ -37,14 +40,8 @@ def main(raw: str) -> None:
     w = Workload.model_validate_json(raw)
     if w.mode == "floor":
         result = anyio.run(run_floor, w, backend="asyncio")
-    elif w.profile_path is None:
-        result = anyio.run(run_pipeline, w, backend="asyncio")
     else:
-        profiler = cProfile.Profile()
-        profiler.enable()
         result = anyio.run(run_pipeline, w, backend="asyncio")
-        profiler.disable()
-        profiler.dump_stats(w.profile_path)
     print(result.model_dump_json(), flush=True)
 
 

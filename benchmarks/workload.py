@@ -28,7 +28,6 @@ class Workload(BaseModel):
     aspect_ratio: str = "1:1"
     resolution: str = "1k"
     output_format: str = "png"
-    profile_path: str | None = None
 
 
 class WorkResult(BaseModel):
