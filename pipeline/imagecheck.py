@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 import warnings
-from pathlib import Path
 from typing import BinaryIO
 
 from PIL import Image
@@ -61,10 +60,10 @@ def looks_complete(fmt: str, tail: bytes, size: int, head: bytes) -> bool:
     return False
 
 
-def image_size(source: Path | BinaryIO, fmt: str | None = None) -> tuple[int, int]:
-    """Width and height from the image header (read as ``fmt`` when it is known: png,
-    jpeg or webp); raises DownloadError if it is not one (or if it is a decompression
-    bomb)."""
+def image_size(source: BinaryIO, fmt: str | None = None) -> tuple[int, int]:
+    """Width and height from the header of the image in ``source`` (read as ``fmt`` when
+    it is known: png, jpeg or webp); raises DownloadError if it is not one (or if it is a
+    decompression bomb)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -77,5 +76,4 @@ def image_size(source: Path | BinaryIO, fmt: str | None = None) -> tuple[int, in
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as exc:
-        where = str(source) if isinstance(source, Path) else ""
-        raise DownloadError(f"not a readable image: {exc}", url=where, retryable=False) from exc
+        raise DownloadError(f"not a readable image: {exc}", url="", retryable=False) from exc
