@@ -23,7 +23,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 from pipeline.jobs import Job, JobParams
@@ -99,21 +99,8 @@ def assign_ids(drafts: list[Job]) -> list[Job]:
             k += 1
             unique = f"{_with_hash(job.id, job)}-{k}"
         seen.add(unique.casefold())
-        final.append(job if unique == job.id else _replace_id(job, unique))
+        final.append(job if unique == job.id else replace(job, id=unique))
     return final
-
-
-def _replace_id(job: Job, job_id: str) -> Job:
-    return Job(
-        id=job_id,
-        prompt_id=job.prompt_id,
-        provider=job.provider,
-        prompt=job.prompt,
-        params=job.params,
-        variant=job.variant,
-        source=job.source,
-        line=job.line,
-    )
 
 
 _Shared = dict[tuple[str, str], list[ParsedPrompt]]
