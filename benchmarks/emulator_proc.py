@@ -56,7 +56,7 @@ def _noise_png(width: int, height: int) -> bytes:
 
 
 def noise_render(task_id: str, k: int, width: int, height: int, fmt: str) -> bytes:
-    """Stand-in for ``pipeline.emulator.images.render``: a noise PNG of that size."""
+    """Stand-in for ``pipeline.emulator._images.render``: a noise PNG of that size."""
     if fmt != "png":
         raise ValueError("noise images are PNG only")
     return _noise_png(width, height)
@@ -65,7 +65,7 @@ def noise_render(task_id: str, k: int, width: int, height: int, fmt: str) -> byt
 def _child_main(raw: str) -> None:
     setup = EmulatorSetup.model_validate_json(raw)
     if setup.noise_images:
-        import pipeline.emulator.images as images
+        import pipeline.emulator._images as images
 
         images.render = noise_render  # a benchmark fixture, see the module docstring
 

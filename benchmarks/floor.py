@@ -19,7 +19,8 @@ import anyio
 
 from benchmarks.workload import BENCH_KEY, Workload, WorkResult, build_jobs
 from pipeline.jobs import Job
-from pipeline.providers import skills_video, wavespeed
+from pipeline.providers import _skills_video as skills_video
+from pipeline.providers import _wavespeed as wavespeed
 
 POLL_S = 0.05
 _WS_DONE = {"completed": True, "failed": False}

@@ -2,10 +2,10 @@
 
 The emulator draws task latencies uniformly (``latency_s * (1 ± latency_jitter)``), so it
 cannot produce the service's log-normal shape; the poll schedule is pure, so this module
-drives :class:`pipeline.polling.PollSchedule` directly in virtual time instead, with
+drives :class:`pipeline.engine._polling.PollSchedule` directly in virtual time instead, with
 ``cap`` tasks in flight (a provider's concurrency limit): a slot frees when the poller
 *sees* a task end, and the next task starts at once. The poll loop mirrors
-``pipeline.lane.Lane.wait``: first poll after ``first_delay()``, then ``next_delay(elapsed,
+``pipeline.engine._lane.Lane.wait``: first poll after ``first_delay()``, then ``next_delay(elapsed,
 previous)``; a completion teaches the schedule the midpoint of the last two looks.
 
 Durations are log-normal with median 15 s and p95 45 s, in real seconds: scaling time
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from benchmarks.results import Figure, at_most, info
-from pipeline.polling import PollSchedule
+from pipeline.engine._polling import PollSchedule
 
 MEDIAN_S = 15.0
 P95_S = 45.0

@@ -4,7 +4,7 @@ The manifest is YAML naming a CSV of prompts, swept over 4 aspect ratios x 2 pro
 ``pipeline plan`` and the resume (``pipeline run`` on a finished batch: it loads the
 manifest, syncs the state, checks every image file and writes the ledger) run as the
 real command in their own process, timed with their own peak RSS. The finished state is
-built with ``pipeline.state.StateStore`` directly: every job completed with one image,
+built with ``pipeline.store._sqlite.StateStore`` directly: every job completed with one image,
 a hard link to one small PNG, so the resume really stats 100k files. It has no ledger
 and no stamp vouching for one (as after a run killed before its last write), so the
 timed resume writes ledger.json. Provider URLs point at a closed port: a resume that
@@ -36,12 +36,12 @@ import anyio
 
 from benchmarks.procs import ChildResult, python_module, run_child
 from benchmarks.results import Figure, at_most, info
+from pipeline.engine._resume import plan_work
 from pipeline.jobs import Batch, Job
-from pipeline.ledger import LedgerHeader, ledger_document, write_json_atomic
+from pipeline.ledger._document import LedgerHeader, ledger_document, write_json_atomic
 from pipeline.manifest import load_manifest
 from pipeline.providers.specs import SPECS
-from pipeline.resume import plan_work
-from pipeline.state import StateStore
+from pipeline.store._sqlite import StateStore
 
 ASPECTS = ("1:1", "16:9", "4:3", "3:2")
 PLAN_S, PLAN_MB, RESUME_S, LEDGER_S = 5.0, 300.0, 3.0, 2.0
@@ -52,7 +52,7 @@ TINY_PNG = bytes.fromhex(
 )
 CLOSED_PORT_URL = "http://127.0.0.1:9"
 LINKS_PER_FILE = 50_000
-WARM_IMPORTS = "import pipeline.cli, pipeline.manifest, pipeline.runner"
+WARM_IMPORTS = "import pipeline.cli._main, pipeline.manifest, pipeline.engine._runner"
 MODELS = {name: spec.model for name, spec in SPECS.items()}
 MARKS_AT_ONCE = 256  # concurrent mark_completed calls while building the state
 

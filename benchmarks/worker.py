@@ -1,6 +1,6 @@
 """One measured run in its own process: ``python -m benchmarks.worker WORKLOAD_JSON``.
 
-Runs the floor or the real pipeline (``pipeline.runner.run_batch``) on the workload and
+Runs the floor or the real pipeline (``pipeline.engine._runner.run_batch``) on the workload and
 prints a :class:`WorkResult` as one JSON line. (Figure 2 profiles this process from
 outside, with py-spy.)
 """
@@ -12,10 +12,10 @@ import time
 
 import anyio
 
-import pipeline.scheduler  # noqa: F401  (see below)
+import pipeline.engine._scheduler  # noqa: F401  (see below)
 from benchmarks.floor import run_floor
 from benchmarks.workload import BENCH_KEY, Workload, WorkResult, build_batch
-from pipeline.runner import RunOptions, run_batch
+from pipeline.engine._runner import RunOptions, run_batch
 
 # `pipeline run` imports the scheduler, lanes and adapters only once it has work to send
 # (a resume with nothing to send never loads them). Both sides are timed from after their

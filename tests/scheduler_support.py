@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.emulator import EmulatorServer
+from pipeline.engine._runner import RunOptions
 from pipeline.jobs import Batch, Budget, Job, JobParams, ProviderSettings
-from pipeline.runner import RunOptions
 
 PROVIDERS = ("wavespeed", "skills_video")
 

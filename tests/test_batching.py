@@ -9,7 +9,7 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from pipeline.batching import Batcher, Call, run_each_in_thread
+from pipeline._batching import Batcher, Call, run_each_in_thread
 
 pytestmark = pytest.mark.anyio
 

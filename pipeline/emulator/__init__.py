@@ -8,11 +8,11 @@ configured with :class:`FaultProfile`.
 
 from __future__ import annotations
 
-from pipeline.emulator.app import create_app
-from pipeline.emulator.config import PROVIDERS, EmulatorConfig, FaultProfile
-from pipeline.emulator.images import image_size
-from pipeline.emulator.server import EmulatorServer, serve, serve_forever
-from pipeline.emulator.stats import EmulatorStats, ProviderStats
+from pipeline.emulator._app import create_app
+from pipeline.emulator._config import PROVIDERS, EmulatorConfig, FaultProfile
+from pipeline.emulator._images import image_size
+from pipeline.emulator._server import EmulatorServer, serve, serve_forever
+from pipeline.emulator._stats import EmulatorStats, ProviderStats
 
 __all__ = [
     "PROVIDERS",

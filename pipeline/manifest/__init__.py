@@ -14,12 +14,12 @@ file, line and field), ``load`` (the pipeline of these).
 
 from __future__ import annotations
 
-from pipeline.manifest.csvfile import COLUMNS
-from pipeline.manifest.expand import MAX_ID, MAX_JOBS, slug
-from pipeline.manifest.fields import BUILTIN_DEFAULTS, SWEEP_AXES
-from pipeline.manifest.load import load_manifest
-from pipeline.manifest.models import manifest_schema
-from pipeline.manifest.source import MAX_ALIAS_VALUES, MAX_BYTES
+from pipeline.manifest._csvfile import COLUMNS
+from pipeline.manifest._expand import MAX_ID, MAX_JOBS, slug
+from pipeline.manifest._fields import BUILTIN_DEFAULTS, SWEEP_AXES
+from pipeline.manifest._load import load_manifest
+from pipeline.manifest._models import manifest_schema
+from pipeline.manifest._source import MAX_ALIAS_VALUES, MAX_BYTES
 
 __all__ = [
     "BUILTIN_DEFAULTS",

@@ -13,17 +13,17 @@ from pipeline.providers.base import ImageRef, ProviderAdapter, TaskState, TaskSt
 from pipeline.providers.specs import PROVIDER_NAMES, SPECS, Cost, ProviderSpec
 
 if TYPE_CHECKING:
-    from pipeline.providers.registry import ADAPTERS, CancellableAdapter, create_adapter
-    from pipeline.providers.skills_video import RunningTask, SkillsVideoAdapter
-    from pipeline.providers.wavespeed import WaveSpeedAdapter
+    from pipeline.providers._registry import ADAPTERS, CancellableAdapter, create_adapter
+    from pipeline.providers._skills_video import RunningTask, SkillsVideoAdapter
+    from pipeline.providers._wavespeed import WaveSpeedAdapter
 
 _LAZY = {
-    "ADAPTERS": "pipeline.providers.registry",
-    "CancellableAdapter": "pipeline.providers.registry",
-    "create_adapter": "pipeline.providers.registry",
-    "RunningTask": "pipeline.providers.skills_video",
-    "SkillsVideoAdapter": "pipeline.providers.skills_video",
-    "WaveSpeedAdapter": "pipeline.providers.wavespeed",
+    "ADAPTERS": "pipeline.providers._registry",
+    "CancellableAdapter": "pipeline.providers._registry",
+    "create_adapter": "pipeline.providers._registry",
+    "RunningTask": "pipeline.providers._skills_video",
+    "SkillsVideoAdapter": "pipeline.providers._skills_video",
+    "WaveSpeedAdapter": "pipeline.providers._wavespeed",
 }
 
 

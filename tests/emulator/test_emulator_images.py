@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from pipeline.emulator.images import BASE_SIZES, ImageCache, ImageKey, image_size, render
+from pipeline.emulator._images import BASE_SIZES, ImageCache, ImageKey, image_size, render
 
 
 @pytest.mark.parametrize("ratio", sorted(BASE_SIZES))

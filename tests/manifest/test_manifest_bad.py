@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.errors import ManifestError, ManifestIssue
 from pipeline.manifest import load_manifest
-from pipeline.manifest.issues import MAX_ISSUES
+from pipeline.manifest._issues import MAX_ISSUES
 
 from ._support import Write
 

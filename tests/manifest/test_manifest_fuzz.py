@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pipeline.errors import ManifestError
 from pipeline.jobs import Batch
 from pipeline.manifest import MAX_ID, load_manifest
-from pipeline.manifest.issues import MAX_ISSUES
+from pipeline.manifest._issues import MAX_ISSUES
 from pipeline.providers.specs import SPECS
 
 FUZZ = settings(

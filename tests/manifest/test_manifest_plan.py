@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipeline.manifest import load_manifest
-from pipeline.plan import PlanRow, make_plan, plan_to_json
+from pipeline.manifest._plan import PlanRow, make_plan, plan_to_json
 
 from ._support import Write
 

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 
 from pipeline.emulator import EmulatorServer
-from pipeline.providers.skills_video import SkillsVideoAdapter
-from pipeline.providers.wavespeed import WaveSpeedAdapter
+from pipeline.providers._skills_video import SkillsVideoAdapter
+from pipeline.providers._wavespeed import WaveSpeedAdapter
 
 from ._support import KEY
 

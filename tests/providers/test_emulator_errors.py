@@ -19,9 +19,9 @@ from pipeline.errors import (
     RateLimited,
     UsageError,
 )
-from pipeline.providers.registry import ADAPTERS, create_adapter
-from pipeline.providers.skills_video import SkillsVideoAdapter
-from pipeline.providers.wavespeed import WaveSpeedAdapter
+from pipeline.providers._registry import ADAPTERS, create_adapter
+from pipeline.providers._skills_video import SkillsVideoAdapter
+from pipeline.providers._wavespeed import WaveSpeedAdapter
 
 from ._support import KEY, SECRET, make_job
 

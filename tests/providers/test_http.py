@@ -20,8 +20,8 @@ from pipeline.errors import (
 from pipeline.jobs import Job, JobParams
 from pipeline.providers._body import MAX_MESSAGE_CHARS
 from pipeline.providers._http import HttpClient
-from pipeline.providers.skills_video import SkillsVideoAdapter
-from pipeline.providers.wavespeed import WaveSpeedAdapter
+from pipeline.providers._skills_video import SkillsVideoAdapter
+from pipeline.providers._wavespeed import WaveSpeedAdapter
 
 from ._support import SECRET
 

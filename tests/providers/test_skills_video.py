@@ -10,15 +10,15 @@ import pytest
 from pipeline.emulator import EmulatorConfig, EmulatorServer
 from pipeline.errors import ProviderError
 from pipeline.providers._body import Fields
-from pipeline.providers.base import ImageRef, TaskState, TaskStatus
-from pipeline.providers.registry import ADAPTERS, create_adapter
-from pipeline.providers.skills_video import (
+from pipeline.providers._registry import ADAPTERS, create_adapter
+from pipeline.providers._skills_video import (
     RunningTask,
     SkillsVideoAdapter,
     failure_retryable,
     parse_generation,
     request_for,
 )
+from pipeline.providers.base import ImageRef, TaskState, TaskStatus
 
 from ._support import KEY, make_job, wait_done
 

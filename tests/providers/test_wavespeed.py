@@ -10,9 +10,8 @@ import pytest
 from pipeline.emulator import EmulatorConfig, EmulatorServer
 from pipeline.errors import AuthError, ProviderError
 from pipeline.providers._body import Fields
-from pipeline.providers.base import ImageRef, TaskState, TaskStatus
-from pipeline.providers.registry import create_adapter
-from pipeline.providers.wavespeed import (
+from pipeline.providers._registry import create_adapter
+from pipeline.providers._wavespeed import (
     EDIT_PATH,
     TEXT_TO_IMAGE_PATH,
     WaveSpeedAdapter,
@@ -20,6 +19,7 @@ from pipeline.providers.wavespeed import (
     request_for,
     unwrap,
 )
+from pipeline.providers.base import ImageRef, TaskState, TaskStatus
 
 from ._support import make_job, wait_done
 

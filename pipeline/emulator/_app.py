@@ -1,0 +1,101 @@
+"""The aiohttp application: both provider APIs, image files, and the control endpoints.
+
+Control endpoints (not part of either provider's API, no auth):
+
+- ``GET /_emulator/health`` -> ``{"ok": true}``
+- ``GET /_emulator/stats`` -> :class:`~pipeline.emulator._stats.EmulatorStats` as JSON
+- ``GET /_emulator/tasks[?provider=NAME]`` -> every task: id, provider, status, input,
+  usage, created/completed times
+- ``GET /_emulator/files/{task id}/{k}.{ext}`` -> image ``k`` (1-based) of a completed task
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from pipeline.emulator import _skills_video as skills_video
+from pipeline.emulator import _wavespeed as wavespeed
+from pipeline.emulator._config import PROVIDERS, EmulatorConfig
+from pipeline.emulator._faults import chance
+from pipeline.emulator._images import CONTENT_TYPES, ImageKey, image_size
+from pipeline.emulator._state import STATE_KEY, EmulatorState
+from pipeline.emulator._tasks import Phase
+from pipeline.emulator._wire import json_reply
+
+
+def create_app(
+    config: EmulatorConfig, *, clock: Callable[[], float] | None = None
+) -> web.Application:
+    """A fresh emulator application for ``config``.
+
+    ``clock`` (monotonic seconds, default ``time.monotonic``) drives task timelines and
+    rate limits; tests pass a fake one to step through a task's life without sleeping.
+    """
+    app = web.Application()
+    app[STATE_KEY] = EmulatorState(config, clock=clock or time.monotonic)
+    wavespeed.add_routes(app)
+    skills_video.add_routes(app)
+    app.router.add_get("/_emulator/health", health)
+    app.router.add_get("/_emulator/stats", stats)
+    app.router.add_get("/_emulator/tasks", tasks)
+    app.router.add_get("/_emulator/files/{task_id}/{name}", download)
+    return app
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness for scripts that start ``pipeline emulate``."""
+    return json_reply({"ok": True})
+
+
+async def stats(request: web.Request) -> web.Response:
+    """Every provider's counters."""
+    return json_reply(request.app[STATE_KEY].stats().as_dict())
+
+
+async def tasks(request: web.Request) -> web.Response:
+    """All tasks (optionally of one provider), in submit order."""
+    state = request.app[STATE_KEY]
+    provider = request.query.get("provider")
+    if provider is not None and provider not in PROVIDERS:
+        return json_reply({"message": f"unknown provider {provider!r}"}, 400)
+    return json_reply([state.task_view(t) for t in state.store.tasks(provider)])
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """One generated image, rendered on first request; 404 unless its task completed."""
+    state = request.app[STATE_KEY]
+    task = state.store.get(request.match_info["task_id"])
+    stem, _, ext = request.match_info["name"].partition(".")
+    if (
+        task is None
+        or task.phase(state.clock()) is not Phase.COMPLETED
+        or not stem.isdigit()
+        or not 1 <= int(stem) <= task.spec.n
+        or ext != task.spec.output_format
+    ):
+        return json_reply({"message": "file not found"}, 404)
+    width, height = image_size(
+        task.spec.aspect_ratio, task.spec.resolution, state.config.image_scale
+    )
+    data = await state.images.get(ImageKey(task.id, int(stem), width, height, ext))
+    state.counters[task.provider].downloads += 1
+    headers = {"Content-Type": CONTENT_TYPES[ext], "Cache-Control": "public, max-age=86400"}
+    if chance(state.rng, state.config.faults_for(task.provider).truncate_download):
+        return await _truncated(request, data, headers)
+    return web.Response(body=data, headers=headers)
+
+
+async def _truncated(
+    request: web.Request, data: bytes, headers: dict[str, str]
+) -> web.StreamResponse:
+    # Promise the full length, send half, then close: the client sees a short body.
+    resp = web.StreamResponse(headers=headers)
+    resp.content_length = len(data)
+    await resp.prepare(request)
+    await resp.write(data[: len(data) // 2])
+    if request.transport is not None:
+        request.transport.close()
+    return resp

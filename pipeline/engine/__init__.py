@@ -1,0 +1,7 @@
+"""The engine: one run of a batch, from work planned to jobs recorded.
+
+The runner is the composition root; the scheduler drives per-provider lanes (rate limit,
+tasks in flight, retries, polling) and the download stage; the budget guard reserves
+spend before every submit; the resume rules decide what a rerun does. It knows no wire
+format (providers/), no SQL (store/) and no storage detail (outputs/).
+"""

@@ -1,0 +1,317 @@
+"""The run: one task group, per-provider lanes, a download stage, a ledger writer.
+
+The lane workers of a provider share one iterator of its jobs; finished tasks go to the
+download workers through a memory object stream::
+
+    a lane's jobs --> lane workers (max_concurrent each) --done--> downloaders --> state
+
+A lane worker holds one of the provider's task slots from submit until the task is
+terminal; downloads happen after the slot is released, so slow image transfers never
+keep the provider idle. Every state change is committed before the next step (see
+``pipeline.store._sqlite``); ledger.json is rewritten from the state at most once a second.
+
+Deadlines (nothing can hang a run): a job's submit attempts stop ``max(job_timeout_s,
+SUBMIT_WINDOW_MIN_S)`` after the job started (each request is bounded by the adapter's
+timeout); the task then has ``job_timeout_s`` from its creation to finish, after which it
+fails with ``timeout`` and is deleted at the provider where the API allows; its images have
+``max(job_timeout_s, DOWNLOAD_WINDOW_MIN_S)`` to download (each attempt bounded by the
+downloader's timeout). The windows have floors because ``job_timeout_s`` is about how long
+a provider may take to generate, not about how long we may need to reach it.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import anyio
+from anyio.abc import ObjectSendStream
+
+from pipeline.clock import Clock
+from pipeline.engine._budget import BudgetGuard, Reservation
+from pipeline.engine._download import Completion, Finished
+from pipeline.engine._lane import Lane, LaneStopped
+from pipeline.engine._outcome import error_dict, provider_error, utcnow
+from pipeline.engine._resume import WorkItem
+from pipeline.errors import (
+    BudgetExhausted,
+    OutcomeUnknown,
+    ProviderError,
+)
+from pipeline.jobs import Batch, Job
+from pipeline.outputs._local import Downloader
+from pipeline.providers.base import TaskState, TaskStatus
+from pipeline.store._sqlite import StateStore
+
+SUBMIT_WINDOW_MIN_S = 60.0
+MAX_UNKNOWN_OUTCOMES = 2
+RECONCILE_DELAY_S = 1.0
+REATTACH_MIN_DEADLINE_S = 60.0
+MIN_DOWNLOADS = 8
+MAX_DOWNLOADS = 32
+
+
+def download_workers(lanes: dict[str, Lane]) -> int:
+    """How many images download at once: half the tasks the lanes may have in flight
+    (one download follows every two API requests of a job), from 8 to 32. Too few and,
+    when tasks finish fast, finished tasks queue for their images while the lanes keep
+    the provider busy; each download holds at most ``spill_bytes`` (512 KiB) in memory."""
+    in_flight = sum(lane.settings.max_concurrent for lane in lanes.values())
+    return min(MAX_DOWNLOADS, max(MIN_DOWNLOADS, in_flight // 2))
+
+
+@contextmanager
+def _long_lived_objects_frozen() -> Iterator[None]:
+    """Hide every object that exists now (modules, the batch, its jobs and records: they
+    live for the whole run) from the cyclic garbage collector until the run ends. Its
+    full collections then scan only what the run itself allocates: with 100,000 jobs
+    they would otherwise traverse millions of objects each time, in vain."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+class Scheduler:
+    """Runs the work of one batch against its lanes. Use once."""
+
+    def __init__(
+        self,
+        batch: Batch,
+        *,
+        lanes: dict[str, Lane],
+        state: StateStore,
+        downloader: Downloader,
+        budget: BudgetGuard,
+        clock: Clock,
+        on_change: Callable[[], Awaitable[None]] | None = None,
+        download_concurrency: int | None = None,
+    ) -> None:
+        self.batch = batch
+        self.lanes = lanes
+        self.state = state
+        self.downloader = downloader
+        self.budget = budget
+        self.clock = clock
+        self._on_change = on_change
+        self._downloads = download_concurrency or download_workers(lanes)
+        self.completion = Completion(
+            state=state, downloader=downloader, budget=budget, clock=clock, on_change=on_change
+        )
+        self.stop_reason: str | None = None
+        # Remote ids known to belong to a job: reconciliation never adopts them twice.
+        self.claimed: set[str] = set()
+
+    def stop_submitting(self, reason: str) -> None:
+        """No new submits from now on; work in flight carries on."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    async def run(self, work: list[WorkItem]) -> None:
+        """Run ``work`` to the end (or until cancelled, with state committed)."""
+        await self.downloader.sweep()
+        with _long_lived_objects_frozen():
+            await self._run(work)
+
+    async def _run(self, work: list[WorkItem]) -> None:
+        done_send, done_recv = anyio.create_memory_object_stream[Finished](math.inf)
+        async with anyio.create_task_group() as tg:
+            async with done_recv:
+                for _ in range(self._downloads):
+                    tg.start_soon(self.completion.worker, done_recv.clone())
+            async with done_send:
+                for name, lane in self.lanes.items():
+                    items = [w for w in work if w.job.provider == name]
+                    lane.counters.queued = len(items)
+                    queue = iter(items)  # shared by the lane's workers
+                    for _ in range(max(1, lane.settings.max_concurrent)):
+                        tg.start_soon(self._lane_worker, lane, queue, done_send.clone())
+            # The downloaders end once every lane worker has closed its clone of done_send.
+
+    async def _changed(self) -> None:
+        if self._on_change is not None:
+            await self._on_change()
+
+    # -- lane stage -------------------------------------------------------------------------
+
+    async def _lane_worker(
+        self, lane: Lane, queue: Iterator[WorkItem], done: ObjectSendStream[Finished]
+    ) -> None:
+        async with done:
+            for item in queue:  # each item goes to exactly one worker (next() never waits)
+                lane.counters.queued -= 1
+                async with lane.slots:  # one task in flight at the provider
+                    finished = await self._run_at_provider(lane, item)
+                lane.task_done()
+                if finished is not None:
+                    await done.send(finished)
+
+    async def _run_at_provider(self, lane: Lane, item: WorkItem) -> Finished | None:
+        job = item.job
+        # A task already at the provider is still polled when only submits are stopped.
+        refusal = lane.refuses(submit=item.remote_id is None)
+        if refusal is not None:
+            await self._fail(lane, job, provider_error(refusal))
+            return None
+        reservation: Reservation | None = None
+        started = self.clock.now()
+        timeout = lane.settings.job_timeout_s
+        lane.counters.in_flight += 1
+        try:
+            for flag in item.flags:
+                await self.state.add_flag(job.id, flag)
+            if item.remote_id is not None:
+                status = TaskStatus(remote_id=item.remote_id, state=TaskState.QUEUED)
+                deadline = max(timeout, REATTACH_MIN_DEADLINE_S)
+            else:
+                submit_by = started + max(timeout, SUBMIT_WINDOW_MIN_S)
+                started_task = await self._start(lane, item, submit_by=submit_by)
+                if started_task is None:
+                    return None
+                status, reservation = started_task
+                deadline = timeout
+            # The task's deadline runs from its creation: a slow submit phase (retries,
+            # 429 pauses) must not make us throw away a task we just paid for.
+            now = self.clock.now()
+            with anyio.move_on_after(deadline):
+                final = await lane.wait(job, status, now, now + deadline)
+                if final.state is TaskState.COMPLETED:
+                    return Finished(job, lane, final, reservation, started)
+                await self._fail(
+                    lane,
+                    job,
+                    error_dict(
+                        final.error_code or "task_failed",
+                        final.error_message or "the task failed at the provider",
+                    ),
+                    usage=final.usage,
+                )
+                if reservation is not None:
+                    self.budget.settle(reservation, None)
+                return None
+            # Deadline passed: give up on the task, and free it at the provider.
+            await lane.cancel(status.remote_id)
+            await self._fail(lane, job, error_dict("timeout", f"no result within {deadline:g} s"))
+            if reservation is not None:
+                self.budget.settle(reservation, None)
+            return None
+        except LaneStopped as stop:
+            await self._fail(lane, job, provider_error(stop.reason))
+        except ProviderError as exc:
+            await self._fail(lane, job, provider_error(exc))
+        finally:
+            lane.counters.in_flight -= 1
+        if reservation is not None:
+            self.budget.settle(reservation, None)
+        return None
+
+    async def _start(
+        self, lane: Lane, item: WorkItem, *, submit_by: float
+    ) -> tuple[TaskStatus, Reservation] | None:
+        """Reserve the job's cost and create its task (reconciling first if an earlier
+        submit's outcome is unknown). None: not started (budget, stop, unknown outcome).
+        A submit that fails releases its reservation and raises (``ProviderError``,
+        ``LaneStopped``): no task was created, nothing was charged.
+
+        Under a cap, a provider that reports its charge only in the submit reply gets one
+        submit at a time until the first reply has taught the guard the real price, so an
+        underestimated price can never let several jobs slip past the cap at once.
+        """
+        if self.stop_reason is not None:
+            return None
+        job = item.job
+        probe = None
+        reports_cost = lane.adapter.spec.credits_per_image is not None
+        if self.budget.capped and reports_cost and not self.budget.knows(lane.name):
+            probe = lane.price_probe
+            await probe.acquire()
+            if self.budget.knows(lane.name):
+                probe.release()
+                probe = None
+        try:
+            try:
+                reservation = self.budget.reserve(
+                    lane.adapter.spec.estimate(job.params, lane.settings.usd_per_credit),
+                    lane.name,
+                )
+            except BudgetExhausted as exc:
+                self.stop_submitting(str(exc))
+                return None
+            try:
+                status = await self._reconcile(lane, job) if item.unknown else None
+                if status is None:
+                    status = await self._submit(
+                        lane, job, possible_duplicate=item.unknown, submit_by=submit_by
+                    )
+            except BaseException:
+                self.budget.settle(reservation, None)
+                raise
+            if status is None:
+                self.budget.settle(reservation, None)
+                return None
+            if status.usage:
+                # The reply reports the real charge (skills.video): reserve that.
+                self.budget.adjust(reservation, lane.adapter.cost(job, status))
+            return status, reservation
+        finally:
+            if probe is not None:
+                probe.release()
+
+    async def _submit(
+        self, lane: Lane, job: Job, *, possible_duplicate: bool, submit_by: float
+    ) -> TaskStatus | None:
+        """Intent, submit, record: the write-ahead protocol of ``pipeline.store._sqlite``.
+
+        A submit whose reply was lost is reconciled (where the provider lists running
+        tasks) and otherwise sent again, flagged ``possible_duplicate`` with its estimated
+        cost counted as spent. Returns None when the job is left for a later run.
+        """
+        for _ in range(MAX_UNKNOWN_OUTCOMES + 1):
+            if possible_duplicate:
+                estimate = lane.adapter.spec.estimate(job.params, lane.settings.usd_per_credit)
+                await self.state.add_flag(job.id, "possible_duplicate")
+                await self.state.add_duplicate_cost(
+                    job.id, estimate.usd or 0.0, estimate.credits or 0.0
+                )
+                try:
+                    self.budget.charge_unknown(estimate, lane.name)
+                except BudgetExhausted as exc:
+                    self.stop_submitting(str(exc))
+                    return None
+            await self.state.mark_intent(job.id)
+            try:
+                status = await lane.submit(job, deadline=submit_by)
+            except OutcomeUnknown as exc:
+                await self.state.note_error(job.id, provider_error(exc))
+                await self.clock.sleep(RECONCILE_DELAY_S)
+                found = await self._reconcile(lane, job)
+                if found is not None:
+                    return found
+                possible_duplicate = True
+                continue
+            await self.state.mark_submitted(job.id, status.remote_id, utcnow(), status.usage)
+            self.claimed.add(status.remote_id)
+            await self._changed()
+            return status
+        return None
+
+    async def _reconcile(self, lane: Lane, job: Job) -> TaskStatus | None:
+        """Adopt the task an unrecorded submit created, if the provider can tell us."""
+        found = await lane.find_submitted(job, self.claimed)
+        if found is None:
+            return None
+        self.claimed.add(found.remote_id)
+        await self.state.mark_submitted(job.id, found.remote_id, utcnow(), found.usage)
+        await self.state.add_flag(job.id, "reconciled")
+        await self._changed()
+        return found
+
+    async def _fail(
+        self, lane: Lane, job: Job, error: dict[str, object], usage: dict[str, object] | None = None
+    ) -> None:
+        lane.counters.failed += 1
+        await self.state.mark_failed(job.id, at=utcnow(), error=error, usage=usage)
+        await self._changed()

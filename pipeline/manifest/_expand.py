@@ -1,0 +1,275 @@
+"""Expanding validated prompts into jobs, and giving each job its id.
+
+Settings resolve as: built-in defaults < ``defaults`` < the prompt's own fields < ``sweep``
+axes, except that an axis the prompt sets itself is not swept for that prompt. A prompt
+yields one job per combination of its swept axes (in the order written) and its vars (in
+the order written), the first axis varying slowest.
+
+Job ids: ``<prompt id>--<slug of each variant value>`` (axes first, then vars), or just the
+prompt id when nothing varies. Slugs are lower-case ``[a-z0-9-]`` with ``:`` spelt ``x``
+(``16:9`` -> ``16x9``). Ids that collide after slugging (ignoring case, for case-insensitive
+file systems) or exceed :data:`MAX_ID` characters get ``-`` and 8 hex digits of a SHA-256 of
+the job's resolved parameters, so they stay stable across loads.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import math
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import cast
+
+from pipeline.jobs import Job, JobParams
+from pipeline.manifest._entries import ParsedPrompt
+from pipeline.manifest._fields import BUILTIN_DEFAULTS
+from pipeline.manifest._issues import IssueLog, Lines
+from pipeline.manifest._models import Settings
+from pipeline.manifest._validate import check_template, params_errors, prompt_errors
+from pipeline.providers.specs import SPECS
+
+MAX_ID = 120
+MAX_JOBS = 1_000_000
+_HASH_LEN = 8
+_NOT_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class SweepAxes:
+    """The manifest's ``sweep`` (axes in the order written) and ``defaults``, with lines."""
+
+    axes: tuple[tuple[str, tuple[object, ...]], ...]
+    defaults: Settings
+    path: str
+    lines: Lines
+
+
+@functools.lru_cache(maxsize=4096)
+def slug(value: str) -> str:
+    """``"16:9"`` -> ``"16x9"``, ``"Oil painting"`` -> ``"oil-painting"``, ``"é"`` -> ``"e"``."""
+    ascii_text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+    return _NOT_SLUG.sub("-", ascii_text.lower().replace(":", "x")).strip("-")
+
+
+def _slugs(values: Iterable[str]) -> tuple[str, ...]:
+    """The non-empty slugs of ``values``: what a job id lists of its variant."""
+    return tuple(s for s in map(slug, values) if s)
+
+
+def _digest(job: Job) -> str:
+    body = {
+        "prompt_id": job.prompt_id,
+        "provider": job.provider,
+        "prompt": job.prompt,
+        "params": job.params.as_dict(),
+        "variant": job.variant,
+    }
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _with_hash(base: str, job: Job, length: int = _HASH_LEN) -> str:
+    head = base[: MAX_ID - length - 1].rstrip("-.")
+    return f"{head}-{_digest(job)[:length]}"
+
+
+def assign_ids(drafts: list[Job]) -> list[Job]:
+    """Give each draft (whose ``id`` holds its base id) its final, unique id."""
+    folded = [job.id.casefold() for job in drafts]
+    if len(set(folded)) == len(folded) and all(len(job.id) <= MAX_ID for job in drafts):
+        return drafts  # no collision, nothing too long: every base id is final
+    counts = Counter(folded)
+    ids = [
+        _with_hash(job.id, job) if len(job.id) > MAX_ID or counts[key] > 1 else job.id
+        for job, key in zip(drafts, folded, strict=True)
+    ]
+    # A hashed id can only clash with another id if two jobs are identical or a prompt id
+    # happens to end in the same hex digits; a counter keeps ids unique even then.
+    seen: set[str] = set()
+    final: list[Job] = []
+    for job, job_id in zip(drafts, ids, strict=True):
+        unique, k = job_id, 1
+        while unique.casefold() in seen:
+            k += 1
+            unique = f"{_with_hash(job.id, job)}-{k}"
+        seen.add(unique.casefold())
+        final.append(job if unique == job.id else replace(job, id=unique))
+    return final
+
+
+_Shared = dict[tuple[str, str], list[ParsedPrompt]]
+
+
+_SETTINGS: tuple[tuple[str, object], ...] = (*BUILTIN_DEFAULTS.items(), ("image_urls", []))
+
+
+def _settings(p: ParsedPrompt, sweep: SweepAxes) -> tuple[dict[str, object], set[str]]:
+    """Each setting's value before sweeping, and which ones came from ``defaults``."""
+    values: dict[str, object] = {}
+    from_defaults: set[str] = set()
+    for key, builtin in _SETTINGS:
+        value = getattr(p.prompt, key)
+        if value is None:
+            value = getattr(sweep.defaults, key)
+            if value is None:
+                value = builtin
+            else:
+                from_defaults.add(key)
+        values[key] = value
+    return values, from_defaults
+
+
+def _params(settings: dict[str, object]) -> JobParams:
+    return JobParams(
+        aspect_ratio=cast(str, settings["aspect_ratio"]),
+        resolution=cast(str, settings["resolution"]),
+        output_format=cast(str, settings["output_format"]),
+        n=cast(int, settings["n"]),
+        image_urls=tuple(cast("list[str]", settings["image_urls"])),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Combo:
+    """One combination of swept values over one set of settings, shared by every prompt
+    that has those settings (its jobs share the ``params`` object too)."""
+
+    provider: str
+    params: JobParams
+    variant: dict[str, str]  # the swept values as Job.variant shows them
+    slugs: tuple[str, ...]  # and as the job id shows them
+    errors: tuple[tuple[str, str], ...]  # what the provider refuses of these settings
+
+
+_Combos = dict[tuple[object, ...], list[_Combo]]
+# One combination of a prompt's vars: the prompt, its part of the variant and of the id,
+# and what each provider refuses of the prompt.
+_Render = tuple[str, dict[str, str], tuple[str, ...], dict[str, list[tuple[str, str]]]]
+
+
+def _combos(
+    base: dict[str, object], axes: list[tuple[str, tuple[object, ...]]], cache: _Combos
+) -> list[_Combo]:
+    """The combinations of ``axes`` applied to ``base``, in product order (cached: most
+    prompts of a large batch share their settings)."""
+    key = (*(k for k, _ in axes), *(tuple(v) if isinstance(v, list) else v for v in base.values()))
+    combos = cache.get(key)
+    if combos is None:
+        combos = cache[key] = []
+        names = [k for k, _ in axes]
+        for values in itertools.product(*(v for _, v in axes)):
+            settings = {**base, **dict(zip(names, values, strict=True))}
+            provider = cast(str, settings["provider"])
+            params = _params(settings)
+            variant = {name: str(value) for name, value in zip(names, values, strict=True)}
+            errors = tuple(params_errors(SPECS[provider], params))
+            combos.append(_Combo(provider, params, variant, _slugs(variant.values()), errors))
+    return combos
+
+
+def expand_prompt(
+    p: ParsedPrompt,
+    sweep: SweepAxes,
+    log: IssueLog,
+    budget: int,
+    shared: _Shared,
+    cache: _Combos | None = None,
+) -> list[Job]:
+    """The draft jobs of one prompt (ids not final); problems are logged.
+
+    Problems with a value from ``defaults`` or ``sweep`` go to ``shared`` instead, to be
+    reported once for all the prompts they affect. At most ``budget`` jobs are made; a
+    prompt that would make more is logged instead. ``cache`` keeps the swept settings
+    between prompts.
+    """
+    template = check_template(p, log)
+    if template is None:
+        return []
+    axes = [(key, values) for key, values in sweep.axes if not p.is_set(key)]
+    var_axes = list((p.prompt.vars or {}).items())
+    count = math.prod(len(v) for _, v in axes) * math.prod(len(v) for _, v in var_axes)
+    if count > budget:
+        log.add(
+            p.path,
+            p.line(),
+            p.field(),
+            f"expands to {count:,} jobs; a manifest may have at most {MAX_JOBS:,} in total",
+        )
+        return []
+    base, from_defaults = _settings(p, sweep)
+    combos = _combos(base, axes, {} if cache is None else cache)
+    var_names = [name for name, _ in var_axes]
+    # Which errors are the prompt's own: not those of a swept value (or, quirk kept, of a
+    # var named like the setting) nor of a value from defaults.
+    swept = {*(key for key, _ in axes), *var_names}
+    n_images = len(cast("list[str]", base["image_urls"]))
+    providers = {c.provider for c in combos}
+    renders: list[_Render] = []
+    for values in itertools.product(*(v for _, v in var_axes)):
+        chosen = {name: str(value) for name, value in zip(var_names, values, strict=True)}
+        prompt = template.render(chosen)
+        refused = {name: prompt_errors(SPECS[name], prompt, n_images) for name in providers}
+        renders.append((prompt, chosen, _slugs(chosen.values()), refused))
+    line = p.line()
+    jobs: list[Job] = []
+    for combo in combos:
+        for prompt, chosen, slugs, refused in renders:
+            errors = refused[combo.provider]
+            if combo.errors or errors:
+                _report(p, (*combo.errors, *errors), swept, from_defaults, log, shared)
+            parts = combo.slugs + slugs
+            jobs.append(
+                Job(
+                    id=f"{p.prompt_id}--{'-'.join(parts)}" if parts else p.prompt_id,
+                    prompt_id=p.prompt_id,
+                    provider=combo.provider,
+                    prompt=prompt,
+                    params=combo.params,
+                    variant={**combo.variant, **chosen},
+                    source=p.path,
+                    line=line,
+                )
+            )
+    return jobs
+
+
+def _report(
+    p: ParsedPrompt,
+    errors: Iterable[tuple[str, str]],
+    swept: set[str],
+    from_defaults: set[str],
+    log: IssueLog,
+    shared: _Shared,
+) -> None:
+    """Log the ``(setting, message)`` problems of one job of ``p``. Those of a swept value
+    or of a value from ``defaults`` go to ``shared``, to be reported once for all the
+    prompts they affect."""
+    for key, message in errors:
+        if key in swept or key in from_defaults:
+            field = f"sweep.{key}" if key in swept else f"defaults.{key}"
+            affected = shared.setdefault((field, message), [])
+            if not affected or affected[-1] is not p:
+                affected.append(p)
+        else:
+            log.add(p.path, p.line(key), p.field(key), message)
+
+
+def expand(prompts: list[ParsedPrompt], sweep: SweepAxes, log: IssueLog) -> list[Job]:
+    """All jobs of all prompts, in manifest order, with final ids; problems are logged."""
+    drafts: list[Job] = []
+    shared: _Shared = {}
+    cache: _Combos = {}
+    for p in prompts:
+        drafts.extend(expand_prompt(p, sweep, log, MAX_JOBS - len(drafts), shared, cache))
+    for (field, message), affected in shared.items():
+        # A value from defaults or sweep is wrong only for some prompts: say which.
+        first = affected[0]
+        more = f" and {len(affected) - 1} more" if len(affected) > 1 else ""
+        log.add(first.path, first.line(), field, f"{message} (prompt {first.prompt_id!r}{more})")
+    return assign_ids(drafts)

@@ -1,0 +1,1 @@
+"""Where images go: streamed, verified, atomic, symlink-safe writes into the output."""

@@ -1,0 +1,1 @@
+"""Run state: the write-ahead record of every job (intent, submitted, completed)."""

@@ -1,0 +1,150 @@
+"""ledger.json: spliced job lines equal the decoded entries, the file is one valid document."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.jobs import Job, JobParams
+from pipeline.ledger._document import (
+    JobEntries,
+    LedgerHeader,
+    build_ledger,
+    encode_document,
+    entry_json,
+    job_entry,
+    ledger_document,
+    write_json_atomic,
+)
+from pipeline.ledger._sink import LEDGER_INTERVAL_S, rewrite_pause
+from pipeline.store._records import JobRecord
+from pipeline.store._sqlite import StateStore, job_document
+
+pytestmark = pytest.mark.anyio
+
+HEADER = LedgerHeader("batch", "m.yaml", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", False)
+
+
+def _job(job_id: str, prompt: str, **params: Any) -> tuple[str, dict[str, Any]]:
+    job = Job(
+        id=job_id,
+        prompt_id=job_id,
+        provider="wavespeed",
+        prompt=prompt,
+        params=JobParams(**params),
+        variant={"style": "noir"},
+    )
+    return job_id, job_document(job, "kling-image-o3")
+
+
+async def _varied_store(tmp_path: Path) -> StateStore:
+    """A state holding one job in every status, flags, odd floats and non-ASCII text."""
+    store = await StateStore.open(tmp_path / "state.db")
+    await store.sync_jobs(
+        [
+            _job("done", 'Café au lait, «noir» "quoted" \\ slash\n', n=2),
+            _job("failed", "a failure", image_urls=("https://x/1.png", "https://x/2.png")),
+            _job("intent", "sent, reply lost"),
+            _job("running", "polling"),
+            _job("waiting", "not started"),
+            _job("edited", "before the edit"),
+        ]
+    )
+    await store.mark_completed(
+        "done",
+        at="2026-01-01T00:00:05Z",
+        latency_s=0.1 + 0.2,  # repr differs from its 15-digit rendering
+        images=[{"path": "images/done-1.png", "bytes": 12, "width": 1, "height": 1}],
+        cost={"usd": 0.028, "credits": None, "basis": "price_table"},
+        usage={"tokens": 3, "note": "ünïcode"},
+    )
+    await store.mark_failed(
+        "failed",
+        at="t",
+        error={"code": "task_failed", "message": "nope", "http_status": 422},
+        cost={"usd": 0.0, "credits": 20.0, "basis": "reported"},
+    )
+    await store.mark_intent("intent")
+    await store.add_flag("intent", "possible_duplicate")
+    await store.add_duplicate_cost("intent", 0.028, 0.0)
+    await store.mark_intent("running")
+    await store.mark_submitted("running", "r-1", "2026-01-01T00:00:01Z", {})
+    await store.sync_jobs([_job("edited", "after the edit")])  # archives the old row
+    await store.add_counters("wavespeed", 9, 2)
+    return store
+
+
+async def test_spliced_lines_equal_the_decoded_entries(tmp_path: Path) -> None:
+    """Every status, flag and odd value: entry_json parses to exactly job_entry."""
+    store = await _varied_store(tmp_path)
+    records = await store.records()
+    await store.close()
+    assert {r.status for r in records} == {"completed", "failed", "intent", "submitted", "pending"}
+    assert any("superseded" in r.flags for r in records)
+    for r in records:
+        assert json.loads(entry_json(r)) == job_entry(r), r.id
+
+
+async def test_written_ledger_is_the_same_document(tmp_path: Path) -> None:
+    """write_json_atomic of the fast document reads back equal to build_ledger's dicts."""
+    store = await _varied_store(tmp_path)
+    records = await store.records()
+    counters = await store.counters()
+    await store.close()
+    path = tmp_path / "ledger.json"
+    write_json_atomic(path, ledger_document(HEADER, records, counters))
+    text = path.read_text(encoding="utf-8")
+    assert json.loads(text) == build_ledger(HEADER, records, counters)
+    # Readable: one job per line after the indented header.
+    lines = text.splitlines()
+    assert sum(line.startswith('{"id": ') for line in lines) == len(records)
+    assert lines[0] == "{"
+
+
+async def test_job_entries_read_like_a_list(tmp_path: Path) -> None:
+    """JobEntries: len, index, slice and iteration give build_ledger's entries."""
+    store = await _varied_store(tmp_path)
+    records = await store.records()
+    await store.close()
+    entries = JobEntries(records)
+    plain = build_ledger(HEADER, records, {})["jobs"]
+    assert len(entries) == len(plain)
+    assert entries[0] == plain[0]
+    assert entries[-1] == plain[-1]
+    assert entries[1:3] == plain[1:3]
+    assert list(entries) == plain
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"name": "x", "jobs": []},
+        {"jobs": [{"id": "a"}, {"id": "b", "n": 1.5}]},
+        {"name": "only a header"},
+        {"name": "x", "jobs": [{"id": f"j{i}"} for i in range(4500)]},  # several chunks
+    ],
+)
+def test_any_document_encodes_to_valid_json(document: dict[str, Any]) -> None:
+    """Empty, header-less and multi-chunk documents all encode to the same JSON."""
+    assert json.loads("".join(encode_document(document))) == document
+
+
+def test_unreadable_stored_document_falls_back_to_the_decoded_entry() -> None:
+    """A job document not in the ledger's shape is re-encoded, not spliced."""
+    row: tuple[Any, ...] = (
+        *("a", 0, "wavespeed", "f" * 16, "pending", None, 0, None, None, None),
+        '{"prompt": "p", "provider": "wavespeed"}',
+        *("[]", None, "{}", None, "[]", None, 0),
+    )
+    record = JobRecord(row)
+    assert json.loads(entry_json(record)) == job_entry(record)
+    assert job_entry(record)["model"] is None
+
+
+def test_rewrites_are_spaced_by_their_own_cost() -> None:
+    """At least the interval apart, and 10x the last rewrite's duration when that is more."""
+    assert rewrite_pause(0.01) == LEDGER_INTERVAL_S
+    assert rewrite_pause(1.5) == pytest.approx(15.0)

@@ -1,0 +1,241 @@
+"""Image downloads against a real local HTTP server: checks, atomic writes, failures."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import anyio
+import pytest
+from aiohttp import web
+from PIL import Image
+
+from pipeline.errors import DownloadError
+from pipeline.outputs._local import Downloader, looks_complete, sniff_format
+
+pytestmark = pytest.mark.anyio
+
+
+def _png(w: int = 40, h: int = 30) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (200, 10, 10)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _bomb_png() -> bytes:
+    """A well-formed, complete PNG of 200 bytes that declares 30,000 x 30,000 pixels."""
+    header = struct.pack(">IIBBBBB", 30_000, 30_000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + _chunk(b"IEND", b"")
+    )
+
+
+async def _truncated(request: web.Request) -> web.StreamResponse:
+    body = _png()
+    resp = web.StreamResponse(headers={"Content-Length": str(len(body))})
+    await resp.prepare(request)
+    await resp.write(body[: len(body) // 2])
+    assert request.transport is not None
+    request.transport.close()
+    return resp
+
+
+async def _closed(request: web.Request) -> web.StreamResponse:
+    assert request.transport is not None
+    request.transport.close()
+    return web.Response(status=499)
+
+
+async def _cut_cleanly(request: web.Request) -> web.StreamResponse:
+    # No Content-Length (chunked), half an image, then a clean end of body.
+    body = _png()
+    resp = web.StreamResponse(headers={"Content-Type": "image/png"})
+    await resp.prepare(request)
+    await resp.write(body[: len(body) // 2])
+    await resp.write_eof()
+    return resp
+
+
+async def _stalled(request: web.Request) -> web.StreamResponse:
+    body = _png()
+    resp = web.StreamResponse(headers={"Content-Length": str(len(body))})
+    await resp.prepare(request)
+    await resp.write(body[:20])
+    await anyio.sleep(2)  # well past the client's 0.5 s timeout
+    return resp
+
+
+@pytest.fixture
+async def image_server() -> AsyncIterator[str]:
+    """Serves a good PNG, a JPEG, a truncated PNG, an HTML page, a 503 and a big file,
+    plus a closed connection, a cleanly ended half image and a stalled body."""
+    app = web.Application()
+    jpeg = io.BytesIO()
+    Image.new("RGB", (16, 9)).save(jpeg, "JPEG")
+    routes = {
+        "/good.png": web.Response(body=_png(), content_type="image/png"),
+        "/photo.jpg": web.Response(body=jpeg.getvalue(), content_type="image/jpeg"),
+        "/page.html": web.Response(text="<html>nope</html>", content_type="text/html"),
+        "/busy": web.Response(status=503),
+        "/big.png": web.Response(body=_png() + b"\0" * 5000),
+        "/bomb.png": web.Response(body=_bomb_png(), content_type="image/png"),
+    }
+
+    def reply(path: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            template = routes[path]
+            return web.Response(
+                body=template.body, status=template.status, content_type=template.content_type
+            )
+
+        return handler
+
+    for path in routes:
+        app.router.add_get(path, reply(path))
+    app.router.add_get("/cut.png", _truncated)
+    app.router.add_get("/closed.png", _closed)
+    app.router.add_get("/cut-clean.png", _cut_cleanly)
+    app.router.add_get("/stalled.png", _stalled)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def downloader(tmp_path: Path) -> AsyncIterator[Downloader]:
+    """A downloader writing under tmp_path with a 4 KB cap."""
+    async with aiohttp.ClientSession() as session:
+        yield Downloader(tmp_path, session=session, max_bytes=4096, timeout_s=5)
+
+
+async def test_good_image_is_stored_with_its_facts(
+    image_server: str, downloader: Downloader, tmp_path: Path
+) -> None:
+    """A PNG lands under images/ with sha256, size and dimensions recorded."""
+    stored = await downloader.fetch(f"{image_server}/good.png", "job-1")
+    data = (tmp_path / "images" / "job-1.png").read_bytes()
+    assert stored.path == "images/job-1.png"
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert (stored.width, stored.height, stored.format, stored.bytes) == (40, 30, "png", len(data))
+
+
+async def test_extension_follows_the_bytes(image_server: str, downloader: Downloader) -> None:
+    """A JPEG is saved as .jpg whatever was asked for."""
+    stored = await downloader.fetch(f"{image_server}/photo.jpg", "job-2")
+    assert stored.path.endswith(".jpg")
+    assert stored.format == "jpeg"
+
+
+@pytest.mark.parametrize(
+    ("path", "retryable", "match"),
+    [
+        ("/cut.png", True, "truncated|download failed"),
+        ("/closed.png", True, "download failed"),
+        ("/cut-clean.png", True, "truncated"),
+        ("/page.html", False, "not a png"),
+        ("/busy", True, "HTTP 503"),
+        ("/big.png", False, "cap"),
+        ("/bomb.png", False, "not a readable image"),
+    ],
+)
+async def test_bad_downloads_leave_no_file(
+    image_server: str,
+    downloader: Downloader,
+    tmp_path: Path,
+    path: str,
+    retryable: bool,
+    match: str,
+) -> None:
+    """Truncated, non-image, failing and oversized downloads raise and leave nothing."""
+    with pytest.raises(DownloadError, match=match) as info:
+        await downloader.fetch(f"{image_server}{path}", "bad")
+    assert info.value.retryable is retryable
+    assert list((tmp_path / "images").iterdir()) == []
+
+
+async def test_only_http_urls(downloader: Downloader) -> None:
+    """file:// and other schemes are refused before any I/O."""
+    with pytest.raises(DownloadError, match="not http"):
+        await downloader.fetch("file:///etc/passwd", "x")
+
+
+def test_sniff_format() -> None:
+    """Magic bytes identify png, jpeg and webp and nothing else."""
+    assert sniff_format(b"\x89PNG\r\n\x1a\n....") == "png"
+    assert sniff_format(b"\xff\xd8\xff\xe0") == "jpeg"
+    assert sniff_format(b"RIFF\0\0\0\0WEBPVP8 ") == "webp"
+    assert sniff_format(b"GIF89a") is None
+
+
+async def test_stalled_body_times_out(image_server: str, tmp_path: Path) -> None:
+    """A server that stops sending mid-body cannot hang a download: retryable error."""
+    async with aiohttp.ClientSession() as session:
+        downloader = Downloader(tmp_path, session=session, timeout_s=0.5)
+        with anyio.fail_after(10):
+            with pytest.raises(DownloadError, match="download failed") as info:
+                await downloader.fetch(f"{image_server}/stalled.png", "slow")
+    assert info.value.retryable is True
+    assert list((tmp_path / "images").iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_complete_images_pass_the_end_check(fmt: str) -> None:
+    """Whole png, jpeg and webp files end where their format says; cut ones do not."""
+    buf = io.BytesIO()
+    Image.new("RGB", (33, 17), (1, 2, 3)).save(buf, fmt)
+    data = buf.getvalue()
+    kind = sniff_format(data[:16])
+    assert kind is not None
+    assert looks_complete(kind, data[-32:], len(data), data[:16])
+    cut = data[: len(data) * 2 // 3]
+    assert not looks_complete(kind, cut[-32:], len(cut), cut[:16])
+
+
+@pytest.mark.parametrize("path", ["/good.png", "/photo.jpg"])
+async def test_images_larger_than_the_spill_size_are_written_in_parts(
+    image_server: str, tmp_path: Path, path: str
+) -> None:
+    """With a 16-byte spill size the bytes go to the temp file as they arrive and the
+    header is read back from it: the stored bytes and facts are the same."""
+    async with aiohttp.ClientSession() as session:
+        whole = await Downloader(tmp_path / "whole", session=session).fetch(
+            f"{image_server}{path}", "job"
+        )
+        parts = await Downloader(tmp_path / "parts", session=session, spill_bytes=16).fetch(
+            f"{image_server}{path}", "job"
+        )
+    assert parts == whole
+    data = (tmp_path / "parts" / parts.path).read_bytes()
+    assert len(data) > 16
+    assert data == (tmp_path / "whole" / whole.path).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == parts.sha256
+
+
+@pytest.mark.parametrize("path", ["/cut-clean.png", "/cut.png", "/bomb.png"])
+async def test_failures_after_a_spill_leave_no_file(
+    image_server: str, tmp_path: Path, path: str
+) -> None:
+    """A download that fails once part of it is on disk removes its temp file."""
+    async with aiohttp.ClientSession() as session:
+        downloader = Downloader(tmp_path, session=session, spill_bytes=16)
+        with pytest.raises(DownloadError):
+            await downloader.fetch(f"{image_server}{path}", "bad")
+    assert list((tmp_path / "images").iterdir()) == []
