@@ -4,7 +4,7 @@ The manifest is YAML naming a CSV of prompts, swept over 4 aspect ratios x 2 pro
 ``pipeline plan`` and the resume (``pipeline run`` on a finished batch: it loads the
 manifest, syncs the state, checks every image file and writes the ledger) run as the
 real command in their own process, timed with their own peak RSS. The finished state is
-built with ``pipeline.store._sqlite.StateStore`` directly: every job completed with one image,
+built with ``pipeline.store._sqlite.SqliteStore`` directly: every job completed with one image,
 a hard link to one small PNG, so the resume really stats 100k files. It has no ledger
 and no stamp vouching for one (as after a run killed before its last write), so the
 timed resume writes ledger.json. Provider URLs point at a closed port: a resume that
@@ -17,7 +17,7 @@ resume: kept, not rewritten); and once more the same way with a bytecode cache, 
 installed tool runs (``PYTHONPYCACHEPREFIX`` in a temporary folder, filled by a first
 run). The ledger figure times what ``pipeline run`` does to write it:
 ``ledger_document`` (totals, and each job's line spliced from the stored JSON) plus
-``write_json_atomic``.
+the local folder's ``write_atomic``.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ import anyio
 
 from benchmarks.procs import ChildResult, python_module, run_child
 from benchmarks.results import Figure, at_most, info
-from pipeline.engine._resume import plan_work
+from pipeline.engine._resume import plan_work, to_check
 from pipeline.jobs import Batch, Job
-from pipeline.ledger._document import LedgerHeader, ledger_document, write_json_atomic
+from pipeline.ledger._document import LedgerHeader, encode_document, ledger_document
 from pipeline.manifest import load_manifest
+from pipeline.outputs._local import LocalFolder, write_text_atomic
 from pipeline.providers.specs import SPECS
-from pipeline.store._sqlite import StateStore
+from pipeline.store._sqlite import SqliteStore
 
 ASPECTS = ("1:1", "16:9", "4:3", "3:2")
 PLAN_S, PLAN_MB, RESUME_S, LEDGER_S = 5.0, 300.0, 3.0, 2.0
@@ -89,7 +90,7 @@ async def build_completed_state(batch: Batch) -> tuple[float, float]:
     root = Path(batch.output_dir)
     images = root / "images"
     images.mkdir(parents=True, exist_ok=True)
-    state = await StateStore.open(root / "state.db")
+    state = await SqliteStore.open(root / "state.db")
 
     async def complete(jobs: list[Job]) -> None:
         for job in jobs:
@@ -132,7 +133,7 @@ async def build_completed_state(batch: Batch) -> tuple[float, float]:
 
 async def time_ledger(batch: Batch) -> dict[str, float]:
     """Seconds to read the records, build the ledger and write ledger.json."""
-    state = await StateStore.open(Path(batch.output_dir) / "state.db")
+    state = await SqliteStore.open(Path(batch.output_dir) / "state.db")
     try:
         t0 = time.perf_counter()
         records = await state.records()
@@ -142,7 +143,7 @@ async def time_ledger(batch: Batch) -> dict[str, float]:
         doc = ledger_document(header, records, counters)
         t2 = time.perf_counter()
         path = Path(batch.output_dir) / "ledger-bench.json"
-        write_json_atomic(path, doc)
+        write_text_atomic(path, encode_document(doc))
         t3 = time.perf_counter()
         size = path.stat().st_size
     finally:
@@ -153,17 +154,18 @@ async def time_ledger(batch: Batch) -> dict[str, float]:
 def resume_breakdown(manifest: Path, out: Path) -> dict[str, float]:
     """In-process timings of the resume's main steps (context for the CLI figure)."""
     t0 = time.perf_counter()
-    batch = load_manifest(str(manifest), output_dir=str(out))
+    batch = load_manifest(str(manifest), out=str(out))
     t1 = time.perf_counter()
 
     async def sync() -> int:
-        state = await StateStore.open(out / "state.db")
+        state = await SqliteStore.open(out / "state.db")
         try:
             records = await state.sync_batch(batch.jobs, MODELS)
         finally:
             await state.close()
         t = time.perf_counter()
-        work = plan_work(batch, records, retry_failed=False)
+        broken = await LocalFolder(out).missing(to_check(batch, records))
+        work = plan_work(batch, records, broken, retry_failed=False)
         timings["plan_work_s"] = time.perf_counter() - t
         return len(work)
 
@@ -199,7 +201,7 @@ def measure(jobs: int, log: Callable[[str], None]) -> list[Figure]:
         log(f"  plan: {planned:,} jobs in {plan.wall_s:.2f} s, peak RSS {plan.max_rss_mb:.0f} MB")
 
         out = folder / "out"
-        batch = load_manifest(str(manifest), output_dir=str(out))
+        batch = load_manifest(str(manifest), out=str(out))
         sync_s, mark_s = anyio.run(build_completed_state, batch, backend="asyncio")
         log(
             f"  built a completed state: sync_jobs {sync_s:.2f} s, "

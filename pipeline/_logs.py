@@ -1,8 +1,15 @@
-"""Run logs: stderr (warnings and up) and ``DIR/run.log`` (everything), secrets redacted.
+"""Run logs: ``DIR/run.log`` (everything), stderr (warnings and up, when asked), secrets
+redacted.
 
 Every record passes a filter that replaces any secret in use (the API keys) by ``***``
 and masks ``Authorization`` header values, so a key can reach neither the terminal nor
 the file, whatever a library or an error message puts into a log line.
+
+A run logs through a logger of its own (not registered with ``logging``, so it changes no
+process-wide configuration), current for the run's tasks through a context variable.
+Its records are also handed to the standard ``pipeline`` logger when the application has
+configured a handler for it (or for the root logger): a library user sees the run's log
+in their own logging, and a user who configured nothing sees nothing printed.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 LOGGER_NAME = "pipeline"
@@ -50,37 +58,49 @@ class _CurrentStderr(logging.Handler):
             self.handleError(record)
 
 
+class _ToApplication(logging.Handler):
+    """Hands records to the standard ``pipeline`` logger, if anyone listens there."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        public = logging.getLogger(LOGGER_NAME)
+        if public.hasHandlers() and public.isEnabledFor(record.levelno):
+            public.handle(record)
+
+
+_current: ContextVar[logging.Logger | None] = ContextVar("pipeline_run_logger", default=None)
+
+
 def get_logger() -> logging.Logger:
-    return logging.getLogger(LOGGER_NAME)
+    """The current run's logger (outside a run: the standard ``pipeline`` logger)."""
+    return _current.get() or logging.getLogger(LOGGER_NAME)
 
 
 @contextmanager
 def run_logging(
-    directory: Path, secrets: Iterable[str], *, stderr_level: int = logging.WARNING
+    directory: Path, secrets: Iterable[str], *, stderr: bool = False
 ) -> Iterator[logging.Logger]:
-    """Attach the stderr and ``run.log`` handlers for the duration of one run."""
-    logger = get_logger()
+    """The logger of one run, writing ``directory/run.log`` (and warnings to stderr when
+    ``stderr``), current for the block."""
+    logger = logging.Logger(f"{LOGGER_NAME}.run", logging.DEBUG)
     redact = RedactSecrets(secrets)
     directory.mkdir(parents=True, exist_ok=True)
     file_handler = logging.FileHandler(directory / "run.log", encoding="utf-8")
     file_handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
     )
-    file_handler.setLevel(logging.DEBUG)
-    err_handler = _CurrentStderr()
-    err_handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    err_handler.setLevel(stderr_level)
-    handlers: list[logging.Handler] = [file_handler, err_handler]
+    handlers: list[logging.Handler] = [file_handler, _ToApplication()]
+    if stderr:
+        err_handler = _CurrentStderr(logging.WARNING)
+        err_handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handlers.append(err_handler)
     for h in handlers:
         h.addFilter(redact)
         logger.addHandler(h)
-    previous = logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
+    token = _current.set(logger)
     try:
         yield logger
     finally:
+        _current.reset(token)
         for h in handlers:
             logger.removeHandler(h)
             h.close()
-        logger.setLevel(previous)

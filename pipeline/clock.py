@@ -1,8 +1,15 @@
-"""Injectable time: the limiter, back-off and poll schedule read it instead of the OS.
+"""Injectable time: every sleep and every deadline of a run goes through a ``Clock``.
 
 ``SystemClock`` is the real thing. ``VirtualClock`` is for tests: time stands still while
-any task can run, and jumps straight to the next sleeper's deadline when every task is
-blocked (trio's autojump clock, on anyio), so tests assert exact times without sleeping.
+any task can run, and jumps straight to the next sleeper's wake-up or deadline when every
+task is blocked (trio's autojump clock, on anyio), so tests assert exact times and a run
+that would wait minutes takes milliseconds.
+
+Deadlines are cancel scopes: ``with clock.move_on_at(t):`` cancels its block when the
+clock reaches ``t`` (``scope.cancelled_caught`` tells), like ``anyio.move_on_after``.
+
+Wall-clock timestamps for records (``utcnow``) are not the clock's business: they say
+when something happened, not how long to wait.
 """
 
 from __future__ import annotations
@@ -10,6 +17,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from types import TracebackType
 from typing import Protocol
 
 import anyio
@@ -17,12 +27,22 @@ import anyio.abc
 import anyio.lowlevel
 
 
+def utcnow() -> str:
+    """Now as the ledger writes it: ``2026-01-01T12:00:00.000Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class Clock(Protocol):
-    """Monotonic seconds and a sleep that honours them."""
+    """Monotonic seconds, a sleep and deadlines that honour them."""
 
     def now(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+    def move_on_at(self, deadline: float) -> AbstractContextManager[anyio.CancelScope]:
+        """A cancel scope that cancels its block once ``now()`` reaches ``deadline``
+        (``with clock.move_on_at(t) as scope: ...``)."""
+        ...
 
 
 class SystemClock:
@@ -36,6 +56,10 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
 
+    def move_on_at(self, deadline: float) -> anyio.CancelScope:
+        # anyio's deadlines are on its own clock (the event loop's); carry the distance.
+        return anyio.CancelScope(deadline=anyio.current_time() + (deadline - time.monotonic()))
+
     def __repr__(self) -> str:
         return "SystemClock()"
 
@@ -45,19 +69,29 @@ class VirtualClock:
 
     Use it inside ``async with clock.running():`` so a driver task advances time; sleeping
     on it outside that block would wait forever.
+
+    "Blocked" includes waiting on a socket or a worker thread, which real time would
+    finish. So before each jump the driver lets ``settle_s`` of real time pass and jumps
+    only if no task touched the clock meanwhile: with a real server on loopback in the
+    same test, replies arrive before time moves on.
     """
 
-    __slots__ = ("_counter", "_now", "_sleepers")
+    __slots__ = ("_activity", "_counter", "_deadlines", "_now", "_sleepers", "settle_s")
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, *, settle_s: float = 0.002) -> None:
         self._now = start
         self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._deadlines: list[_VirtualDeadline] = []
         self._counter = itertools.count()
+        self._activity = 0
+        self.settle_s = settle_s
 
     def now(self) -> float:
+        self._activity += 1
         return self._now
 
     async def sleep(self, seconds: float) -> None:
+        self._activity += 1
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()
             return
@@ -65,31 +99,86 @@ class VirtualClock:
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._counter), event))
         await event.wait()
 
+    def move_on_at(self, deadline: float) -> _VirtualDeadline:
+        self._activity += 1
+        entry = _VirtualDeadline(deadline, next(self._counter))
+        if deadline <= self._now:
+            entry.scope.cancel()
+        else:
+            heapq.heappush(self._deadlines, entry)
+        return entry
+
     def advance(self, seconds: float) -> None:
-        """Move time forward by hand, waking every sleeper whose deadline passed."""
+        """Move time forward by hand, waking every sleeper whose time came."""
         self._now += seconds
         self._wake_due()
 
     def _wake_due(self) -> None:
         while self._sleepers and self._sleepers[0][0] <= self._now:
-            _, _, event = heapq.heappop(self._sleepers)
-            event.set()
+            heapq.heappop(self._sleepers)[2].set()
+        while self._deadlines and self._deadlines[0].at <= self._now:
+            heapq.heappop(self._deadlines).scope.cancel()
+
+    def _next_event(self) -> float | None:
+        # Scopes whose block has ended need no deadline any more.
+        while self._deadlines and self._deadlines[0].done:
+            heapq.heappop(self._deadlines)
+        times = [self._sleepers[0][0]] if self._sleepers else []
+        if self._deadlines:
+            times.append(self._deadlines[0].at)
+        return min(times) if times else None
 
     async def _drive(self) -> None:
         while True:
             await anyio.wait_all_tasks_blocked()
-            if self._sleepers:
-                self._now = max(self._now, self._sleepers[0][0])
-                self._wake_due()
-            else:
+            seen = self._activity
+            await anyio.sleep(self.settle_s)  # real time: let sockets and threads answer
+            await anyio.wait_all_tasks_blocked()
+            if self._activity != seen:
+                continue  # something ran: not idle yet
+            wake = self._next_event()
+            if wake is None:
                 await anyio.sleep(0.001)
+                continue
+            self._now = max(self._now, wake)
+            self._wake_due()
 
     def running(self) -> _Driver:
         """Async context manager that jumps time forward while its body runs."""
         return _Driver(self)
 
     def __repr__(self) -> str:
-        return f"VirtualClock(now={self._now:.6f}, sleepers={len(self._sleepers)})"
+        return (
+            f"VirtualClock(now={self._now:.6f}, sleepers={len(self._sleepers)}, "
+            f"deadlines={len(self._deadlines)})"
+        )
+
+
+class _VirtualDeadline:
+    """A deadline of a ``VirtualClock``: the cancel scope, and whether its block ended."""
+
+    __slots__ = ("at", "done", "order", "scope")
+
+    def __init__(self, at: float, order: int) -> None:
+        self.at = at
+        self.order = order
+        self.scope = anyio.CancelScope()
+        self.done = False
+
+    def __lt__(self, other: _VirtualDeadline) -> bool:
+        return (self.at, self.order) < (other.at, other.order)
+
+    def __enter__(self) -> anyio.CancelScope:
+        return self.scope.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self.done = True
+        return bool(self.scope.__exit__(exc_type, exc, tb))
 
 
 class _Driver:

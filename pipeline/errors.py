@@ -11,19 +11,41 @@
     │   ├── ProviderUnreachable  connection refused/reset before an answer (retryable)
     │   ├── AuthError            401/403: the lane stops
     │   ├── InsufficientCredits  402 (or the provider's equivalent): the lane stops
-    │   ├── OutcomeUnknown       a submit was sent but no reply came: a task may exist
-    │   └── TaskFailed           the task itself ended failed/cancelled at the provider
+    │   └── OutcomeUnknown       a submit was sent but no reply came: a task may exist
     ├── DownloadError            an image could not be fetched or failed its checks
     └── BudgetExhausted          the next job could take spend past the cap
 
-Every exception builds its own message from structured fields; callers match on classes
-and fields, never on message text. Foreign exceptions (aiohttp, OSError) are translated in
+A task that ends failed at the provider raises nothing: its job is recorded failed with
+the provider's code. Every exception builds its own message from structured fields;
+callers match on classes and fields (``code`` is an :class:`ErrorCode` or the provider's
+own code), never on message text. Foreign exceptions (aiohttp, OSError) are translated in
 one helper per boundary with ``raise ... from exc``.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+
+class ErrorCode(enum.StrEnum):
+    """The pipeline's own error codes, as the ledger records them (``error.code``).
+
+    A job that failed at the provider carries the provider's code instead (``1403``,
+    ``IMAGE_GENERATION_FAILED``...), and a pipeline code keeps the provider's one beside
+    it as ``provider_code``.
+    """
+
+    PROVIDER_ERROR = "provider_error"
+    RATE_LIMITED = "rate_limited"
+    TIMEOUT = "timeout"
+    NETWORK = "network"
+    AUTH = "auth"
+    INSUFFICIENT_CREDITS = "insufficient_credits"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+    BAD_RESPONSE = "bad_response"
+    TASK_FAILED = "task_failed"
+    DOWNLOAD = "download"
 
 
 class PipelineError(Exception):
@@ -66,7 +88,7 @@ class ProviderError(PipelineError):
     the pipeline's (``timeout``, ``auth``, ``insufficient_credits``, ``network``...).
     """
 
-    default_code = "provider_error"
+    default_code: str = ErrorCode.PROVIDER_ERROR
     default_retryable = False
 
     def __init__(
@@ -96,7 +118,7 @@ class ProviderError(PipelineError):
 class RateLimited(ProviderError):
     """HTTP 429. ``retry_after`` is the provider's wait in seconds, when it gave one."""
 
-    default_code = "rate_limited"
+    default_code = ErrorCode.RATE_LIMITED
     default_retryable = True
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
@@ -107,27 +129,27 @@ class RateLimited(ProviderError):
 class ProviderTimeout(ProviderError):
     """The provider did not answer in time."""
 
-    default_code = "timeout"
+    default_code = ErrorCode.TIMEOUT
     default_retryable = True
 
 
 class ProviderUnreachable(ProviderError):
     """The connection failed or was closed before a reply."""
 
-    default_code = "network"
+    default_code = ErrorCode.NETWORK
     default_retryable = True
 
 
 class AuthError(ProviderError):
     """The key was rejected (401) or the account may not do this (403)."""
 
-    default_code = "auth"
+    default_code = ErrorCode.AUTH
 
 
 class InsufficientCredits(ProviderError):
     """The account has no balance left for this request."""
 
-    default_code = "insufficient_credits"
+    default_code = ErrorCode.INSUFFICIENT_CREDITS
 
 
 class OutcomeUnknown(ProviderError):
@@ -137,13 +159,7 @@ class OutcomeUnknown(ProviderError):
     never be blindly resent: it goes through reconciliation instead.
     """
 
-    default_code = "outcome_unknown"
-
-
-class TaskFailed(ProviderError):
-    """The task ended failed (or cancelled) at the provider."""
-
-    default_code = "task_failed"
+    default_code = ErrorCode.OUTCOME_UNKNOWN
 
 
 class DownloadError(PipelineError):

@@ -1,8 +1,44 @@
-"""The records that cross layer boundaries: a job and its resolved parameters."""
+"""The records that cross layer boundaries: a job, its parameters, its status and flags."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job stands in the run state (the write-ahead protocol of ``pipeline.store``).
+
+    ``pending -> intent -> submitted -> completed | failed``. The ledger shows an
+    ``intent`` as ``submitted`` (the request may have reached the provider) and counts
+    everything that is not settled as pending.
+    """
+
+    PENDING = "pending"
+    INTENT = "intent"  # committed before the submit leaves the machine
+    SUBMITTED = "submitted"  # the provider's task id is recorded
+    COMPLETED = "completed"  # every image verified and stored
+    FAILED = "failed"
+
+    @property
+    def shown(self) -> JobStatus:
+        """The status ledger.json shows (design.md: completed, failed, pending, submitted)."""
+        return JobStatus.SUBMITTED if self is JobStatus.INTENT else self
+
+    @property
+    def settled(self) -> bool:
+        """Completed or failed: nothing more happens to the job in this run."""
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+class Flag(enum.StrEnum):
+    """Something noteworthy that happened to a job, listed in its ledger entry."""
+
+    POSSIBLE_DUPLICATE = "possible_duplicate"  # resubmitted after an unknown outcome
+    RECONCILED = "reconciled"  # a lost submit reply's task was found at the provider
+    REDOWNLOADED = "redownloaded"  # files were missing and fetched again
+    REGENERATED = "regenerated"  # files were missing and the job ran again
+    SUPERSEDED = "superseded"  # the manifest entry changed or went; kept for the record
 
 
 @dataclass(frozen=True, slots=True)

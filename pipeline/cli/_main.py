@@ -1,23 +1,28 @@
 """The command line: parse, call the library, print for humans (the only place that does).
 
-Exit codes (design.md): 0 all jobs completed; 1 finished with failures; 2 bad input or
-usage, nothing sent; 3 aborted (credentials, credit, budget); 130 interrupted.
+A thin client of ``pipeline``'s public API: ``run`` is ``pipeline.run(...,
+handle_signals=True, progress=not --quiet)``, ``status`` is ``pipeline.status``, and so
+on. Exit codes (design.md): 0 all jobs completed; 1 finished with failures; 2 bad input
+or usage, nothing sent; 3 aborted (credentials, credit, budget); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sqlite3
 import sys
 from collections.abc import Sequence
-from contextlib import AsyncExitStack, suppress
-from typing import Any
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from pipeline import _gc
 from pipeline.errors import ManifestError, UsageError
+
+if TYPE_CHECKING:
+    from pipeline._library import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 MAX_ISSUES_SHOWN = 50
@@ -46,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--max-usd", type=float, metavar="X", help="never spend more than X USD")
     run.add_argument("--retry-failed", action="store_true", help="rerun jobs that failed")
+    _state_option(run)
     run.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
@@ -57,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="progress and spend of a batch")
     status.add_argument("dir")
     status.add_argument("--json", action="store_true")
+    _state_option(status)
 
     report = sub.add_parser("report", help="write DIR/report.html, the contact sheet")
     report.add_argument("dir")
@@ -109,13 +116,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _state_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        metavar="URL",
+        help="where the run state lives: sqlite:///PATH or a path "
+        "(default: $PIPELINE_STATE_URL, else DIR/state.db)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = _dispatch(args)
-        # What the command built (100k records) dies with the process: spare the final
-        # garbage collection a walk over all of it.
-        gc.freeze()
+        _gc.spare_at_exit()  # what the command built dies with the process
         return result
     except BaseException as exc:  # sorted below into user errors and bugs
         leaf = _sole_cause(exc)
@@ -133,9 +147,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         return _status(args)
     if args.command == "report":
-        from pipeline.gallery import write_report
+        import pipeline
 
-        print(write_report(args.dir, rows=args.rows, cols=args.cols))
+        print(pipeline.report(args.dir, rows=args.rows, cols=args.cols))
         return EXIT_OK
     if args.command == "emulate":
         return _emulate(args)
@@ -180,100 +194,85 @@ def _user_error(exc: BaseException) -> int | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline.engine._runner import RunOptions, check_keys_or_raise, exit_code
-    from pipeline.manifest import load_manifest
-    from pipeline.store._records import gc_paused
+    import pipeline
 
-    with gc_paused(promote=True):  # the batch lives as long as the process
-        batch = load_manifest(args.manifest, output_dir=args.out)
+    emulate: Any = False
+    if args.emulate:
+        from pipeline.emulator import EmulatorConfig
+
+        emulate = EmulatorConfig(latency_s=args.emulate_latency, latency_jitter=0.5)
     if args.max_usd is not None and args.max_usd <= 0:
         raise UsageError("--max-usd must be > 0")
-    options = RunOptions(max_usd=args.max_usd, retry_failed=args.retry_failed)
-    if not args.emulate:
-        check_keys_or_raise(batch, options)
-    outcome, ledger, interrupted = anyio.run(_run_async, batch, options, args, backend="asyncio")
-    totals = ledger["totals"]
-    assert isinstance(totals, dict)
+    _route_retries_to_the_run_log()
+    result = pipeline.run(
+        args.manifest,
+        out=args.out,
+        emulate=emulate,
+        max_usd=args.max_usd,
+        retry_failed=args.retry_failed,
+        state=args.state,
+        progress=not args.quiet,
+        handle_signals=True,
+    )
     if args.json:
         print(
             json.dumps(
                 {
-                    "exit_code": exit_code(outcome, interrupted),
-                    "output_dir": batch.output_dir,
-                    "totals": totals,
-                    "providers": ledger["providers"],
-                    "stop_reason": outcome.stop_reason,
-                    "lane_stops": outcome.lane_stops,
+                    "exit_code": result.exit_code,
+                    "output_dir": result.out,
+                    "totals": _totals(result),
+                    "providers": result.providers,
+                    "aborted_reason": result.aborted_reason,
                 },
                 indent=2,
             )
         )
     if not args.quiet:
-        _print_summary(batch.output_dir, totals, outcome, interrupted)
-    return exit_code(outcome, interrupted)
+        _print_summary(result)
+    return result.exit_code
 
 
-async def _run_async(batch: Any, options: Any, args: argparse.Namespace) -> Any:
-    from pipeline.engine._runner import RunOptions, run_batch
+def _route_retries_to_the_run_log() -> None:
+    """The command owns its process: stamina's own retry instrumentation (a warning on
+    stderr per retry) is turned off; the run log has every retry."""
+    import stamina.instrumentation
 
-    async with AsyncExitStack() as stack:
-        if args.emulate:
-            from pipeline.emulator import EmulatorConfig, serve
-            from pipeline.providers.specs import SPECS
-
-            config = EmulatorConfig(latency_s=args.emulate_latency, latency_jitter=0.5)
-            server = await stack.enter_async_context(serve(config))
-            options = RunOptions(
-                max_usd=options.max_usd,
-                retry_failed=options.retry_failed,
-                base_urls={name: server.base_url for name in SPECS},
-                api_keys={name: "emulator-key" for name in SPECS},
-            )
-            if not args.quiet:
-                print(f"emulator: serving both providers at {server.base_url}", file=sys.stderr)
-        if args.quiet:
-            return await run_batch(batch, options)
-        from pipeline.cli._progress import Progress
-
-        async with anyio.create_task_group() as tg:
-
-            def on_start(scheduler: Any) -> None:
-                tg.start_soon(Progress(scheduler.lanes, sys.stderr).run)
-
-            result = await run_batch(batch, options, on_start=on_start)
-            tg.cancel_scope.cancel()
-        return result
+    stamina.instrumentation.set_on_retry_hooks([])
 
 
-def _print_summary(out: str, totals: dict[str, Any], outcome: Any, interrupted: bool) -> None:
+def _totals(r: RunResult) -> dict[str, Any]:
+    return {
+        "jobs": r.jobs,
+        "completed": r.completed,
+        "failed": r.failed,
+        "pending": r.pending,
+        "images": r.images,
+        "cost_usd": r.cost_usd,
+        "credits": r.credits,
+    }
+
+
+def _print_summary(r: RunResult) -> None:
     err = sys.stderr
+    credits = f", {r.credits:g} credits" if r.credits else ""
     print(
-        f"{totals['completed']}/{totals['jobs']} jobs completed, {totals['failed']} failed, "
-        f"{totals['pending']} pending; {totals['images']} images; "
-        f"${totals['cost_usd']:.3f}"
-        + (f", {totals['credits']:g} credits" if totals["credits"] else ""),
+        f"{r.completed}/{r.jobs} jobs completed, {r.failed} failed, {r.pending} pending; "
+        f"{r.images} images; ${r.cost_usd:.3f}{credits}",
         file=err,
     )
-    for name, reason in outcome.lane_stops.items():
-        print(f"{name}: stopped: {reason}", file=err)
-    if outcome.stop_reason:
-        print(
-            f"stopped submitting: {outcome.stop_reason}; {totals['pending']} jobs left "
-            "(rerun to continue)",
-            file=err,
-        )
-    if interrupted:
+    if r.aborted_reason:
+        print(f"stopped: {r.aborted_reason}; {r.pending} jobs left (rerun to continue)", file=err)
+    if r.interrupted:
         print("interrupted: state saved; rerun the same command to resume", file=err)
-    print(f"ledger: {out}/ledger.json", file=err)
+    print(f"ledger: {r.ledger_path}", file=err)
 
 
 def _plan(args: argparse.Namespace) -> int:
+    import pipeline
     from pipeline.cli._views import render_plan
-    from pipeline.manifest import load_manifest
-    from pipeline.manifest._plan import make_plan, plan_to_json
+    from pipeline.manifest._plan import plan_to_json
 
-    batch = load_manifest(args.manifest, output_dir=args.out)
-    plan = make_plan(batch)
+    plan = pipeline.plan(args.manifest, out=args.out)
     if args.json:
         print(json.dumps(plan_to_json(plan), indent=2))
     else:
@@ -282,10 +281,10 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    import pipeline
     from pipeline.cli._views import render_status
-    from pipeline.ledger._status import read_status
 
-    doc = read_status(args.dir)
+    doc = pipeline.status(args.dir, state=args.state).as_dict()
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

@@ -14,7 +14,11 @@ from pipeline.emulator._images import image_size
 from pipeline.emulator._server import EmulatorServer, serve, serve_forever
 from pipeline.emulator._stats import EmulatorStats, ProviderStats
 
+# Not a secret: the emulator accepts any non-empty bearer unless told otherwise.
+EMULATOR_KEY = "emulator-key"
+
 __all__ = [
+    "EMULATOR_KEY",
     "PROVIDERS",
     "EmulatorConfig",
     "EmulatorServer",

@@ -93,6 +93,11 @@ class BudgetGuard:
             self.spent_usd += actual.usd or 0.0
             self.spent_credits += actual.credits or 0.0
 
+    def charge(self, actual: Cost) -> None:
+        """Count a cost that had no reservation (a task an earlier run paid for)."""
+        self.spent_usd += actual.usd or 0.0
+        self.spent_credits += actual.credits or 0.0
+
     def charge_unknown(self, estimate: Cost, key: str = "") -> None:
         """Count a submit that may have been charged (its reply was lost) as spent.
 

@@ -33,6 +33,8 @@ the job timeout, and the caller bounds ``wait`` by the job deadline.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -49,6 +51,7 @@ from pipeline.errors import (
 )
 from pipeline.jobs import Job, ProviderSettings
 from pipeline.providers.base import ProviderAdapter, TaskState, TaskStatus
+from pipeline.providers.specs import Cost
 
 SUBMIT_ATTEMPTS = 5
 MAX_SUBMIT_REFUSALS = 50
@@ -61,12 +64,26 @@ POLL_RETRY_MIN_S = 0.5
 # The last poll before a job deadline goes this long before it (or 10% of the time allowed).
 LAST_LOOK_S = 5.0
 GROW_AFTER_COMPLETIONS = 10
+CANCEL_WITHIN_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStats:
+    """A snapshot of one lane's live figures (progress displays, the ledger's counters)."""
+
+    queued: int = 0
+    in_flight: int = 0
+    completed: int = 0
+    failed: int = 0
+    images: int = 0
+    usd: float = 0.0
+    credits: float = 0.0
+    requests: int = 0
+    rate_limited: int = 0
 
 
 @dataclass(slots=True)
-class LaneCounters:
-    """Live figures of one lane (read by progress displays)."""
-
+class _Counters:
     queued: int = 0
     in_flight: int = 0
     completed: int = 0
@@ -103,7 +120,7 @@ class Lane:
         self.clock = clock
         self.limiter = RateLimiter(settings.requests_per_second, clock=clock)
         self.schedule = schedule or PollSchedule()
-        self.counters = LaneCounters()
+        self._counters = _Counters()
         self.stopped: ProviderError | None = None
         # Tasks in flight at the provider; shrinks when a submit is refused, regrows.
         self.slots = anyio.CapacityLimiter(max(1, settings.max_concurrent))
@@ -113,6 +130,50 @@ class Lane:
 
     def __repr__(self) -> str:
         return f"Lane({self.name!r}, {self.limiter!r}, stopped={self.stopped is not None})"
+
+    # -- figures -------------------------------------------------------------------------
+
+    def stats(self) -> LaneStats:
+        """The lane's figures now."""
+        c = self._counters
+        return LaneStats(
+            c.queued,
+            c.in_flight,
+            c.completed,
+            c.failed,
+            c.images,
+            c.usd,
+            c.credits,
+            c.requests,
+            c.rate_limited,
+        )
+
+    def enqueue(self, jobs: int) -> None:
+        """``jobs`` more wait for this lane."""
+        self._counters.queued += jobs
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        """One queued job is being worked on (from its submit to its terminal state)."""
+        c = self._counters
+        c.queued -= 1
+        c.in_flight += 1
+        try:
+            yield
+        finally:
+            c.in_flight -= 1
+
+    def record(self, *, completed: bool, images: int = 0, cost: Cost | None = None) -> None:
+        """A job of this lane ended (``cost``: what its task cost, if it was paid)."""
+        c = self._counters
+        if completed:
+            c.completed += 1
+            c.images += images
+        else:
+            c.failed += 1
+        if cost is not None:
+            c.usd += cost.usd or 0.0
+            c.credits += cost.credits or 0.0
 
     # -- one request ---------------------------------------------------------------------
 
@@ -132,12 +193,12 @@ class Lane:
         if stop is not None:
             raise LaneStopped(stop)
         await self.limiter.acquire()
-        self.counters.requests += 1
+        self._counters.requests += 1
 
     def _on_error(self, exc: ProviderError) -> None:
         """Lane-wide reactions: pause on 429, stop on auth/credit errors."""
         if isinstance(exc, RateLimited):
-            self.counters.rate_limited += 1
+            self._counters.rate_limited += 1
             wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER_S
             self.limiter.pause(min(wait, MAX_PAUSE_S, self.settings.job_timeout_s))
         elif isinstance(exc, AuthError | InsufficientCredits):
@@ -206,6 +267,7 @@ class Lane:
             time_left=remaining,
             wait_initial=0.5,
             wait_max=10.0,
+            what=f"{self.name} submit of {job.id}",
         )
 
     async def _send_submit(self, job: Job) -> TaskStatus:
@@ -282,30 +344,29 @@ class Lane:
 
     async def find_submitted(self, job: Job, exclude: set[str]) -> TaskStatus | None:
         """Look for a task the provider created for ``job`` although its submit reply was
-        lost (only where the API lists running tasks). ``exclude``: remote ids that
-        belong to other jobs."""
-        running = getattr(self.adapter, "running", None)
-        if running is None or self.refuses(submit=False) is not None:
+        lost (where the API lists unfinished tasks). ``exclude``: remote ids that belong
+        to other jobs."""
+        if not self.adapter.spec.lists_unfinished or self.refuses(submit=False) is not None:
             return None
         await self._request_slot()
         try:
-            tasks = await running(100)
+            tasks = await self.adapter.running(100)
         except ProviderError as exc:
             self._on_error(exc)
             return None
-        for task in tasks:
-            if task.remote_id not in exclude and task.matches(job):
+        for task in tasks or ():
+            if task.remote_id not in exclude and self.adapter.matches(task, job):
                 return TaskStatus(remote_id=task.remote_id, state=task.state, usage=task.usage)
         return None
 
     async def cancel(self, remote_id: str) -> None:
-        """Best effort: delete a task the run gave up on, where the API allows it."""
-        cancel = getattr(self.adapter, "cancel", None)
-        if cancel is None or self.refuses(submit=False) is not None:
+        """Best effort: delete a task the run gave up on, where the API allows it (within
+        ``CANCEL_WITHIN_S``)."""
+        if not self.adapter.spec.cancels or self.refuses(submit=False) is not None:
             return
-        with anyio.move_on_after(10):
+        with self.clock.move_on_at(self.clock.now() + CANCEL_WITHIN_S):
             try:
                 await self._request_slot()
-                await cancel(remote_id)
+                await self.adapter.cancel(remote_id)
             except (ProviderError, LaneStopped):
                 pass

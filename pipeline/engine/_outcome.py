@@ -1,16 +1,11 @@
-"""How jobs and runs end, as the ledger records them: errors, costs, timestamps."""
+"""How jobs and runs end, as the state and the ledger record them: errors and costs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from pipeline.errors import ProviderError, TaskFailed
+from pipeline.errors import ProviderError
 from pipeline.providers.specs import Cost
-
-
-def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def error_dict(code: str, message: str, http_status: int | None = None) -> dict[str, object]:
@@ -21,7 +16,7 @@ def provider_error(exc: ProviderError) -> dict[str, object]:
     """The ledger's error: the pipeline's code for classes with a pipeline meaning (auth,
     insufficient_credits, timeout...), the provider's own code otherwise; the provider's
     code is always kept."""
-    generic = type(exc) in (ProviderError, TaskFailed)
+    generic = type(exc) is ProviderError
     error = error_dict(
         exc.code if generic else type(exc).default_code, exc.message, exc.http_status
     )
@@ -36,7 +31,8 @@ def cost_dict(cost: Cost) -> dict[str, object]:
 
 @dataclass(slots=True)
 class RunOutcome:
-    """How the run ended. ``stop_reason`` is set when the run aborted (exit 3)."""
+    """How the run ended: the batch's counts (as ledger.json's totals), and why it
+    stopped submitting (``stop_reason``, ``lane_stops``: exit 3)."""
 
     completed: int = 0
     failed: int = 0

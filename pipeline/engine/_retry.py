@@ -7,6 +7,12 @@ raises an error that ``on`` accepts does it enter stamina, whose first attempt r
 that error instead of sending again. So stamina sees the same sequence of attempts, waits
 the same back-off before the second one, and calls the same instrumentation hooks as if
 the first attempt had run inside it.
+
+Each retry is logged to the run's log (``run.log``). stamina's own instrumentation is the
+application's to configure (``stamina.instrumentation``): the library leaves it as it is;
+the command line, which owns its process, routes it to the run log. The waits are
+stamina's; tests turn them off with ``stamina.set_testing``. The time the retries may
+take (``time_left``) is read from the run's clock.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import stamina
+
+from pipeline._logs import get_logger
 
 T = TypeVar("T")
 
@@ -28,18 +36,27 @@ async def attempt_then_retry(
     wait_initial: float,
     wait_max: float,
     wait_jitter: float = 1.0,
+    what: str = "request",
 ) -> T:
     """Await ``attempt()`` up to ``attempts`` times while it raises what ``on`` accepts
     (stamina's exponential back-off with jitter between tries). ``time_left()`` is read
-    when the retries start: the seconds they may take, or None. Raises the last error."""
+    when the retries start: the seconds they may take, or None. ``what`` names the
+    operation in the log. Raises the last error."""
     try:
         return await attempt()
     except Exception as exc:
         if attempts <= 1 or not on(exc):
             raise
         first: Exception | None = exc
+        last = exc
+
+    def decide(exc: Exception) -> bool | float:
+        nonlocal last
+        last = exc
+        return on(exc)
+
     async for retry in stamina.retry_context(
-        on=on,
+        on=decide,
         attempts=attempts,
         timeout=time_left(),
         wait_initial=wait_initial,
@@ -50,5 +67,13 @@ async def attempt_then_retry(
             if first is not None:
                 failed, first = first, None
                 raise failed
+            get_logger().info(
+                "%s: attempt %d of %d after %s: %s",
+                what,
+                retry.num,
+                attempts,
+                type(last).__name__,
+                last,
+            )
             return await attempt()
     raise AssertionError("unreachable")  # pragma: no cover

@@ -1,7 +1,7 @@
-"""Wiring for one ``pipeline run``: keys, base URLs, state, lanes, ledger, signals.
+"""Wiring for one run: keys, base URLs, state, output, lanes, ledger, signals.
 
-This is the composition root: it is the only module that knows every part, and the
-library entry point (``await run_batch(batch, options)``) the CLI calls.
+This is the composition root: the only module that knows every part. The library's
+``pipeline.arun`` (and so the command line) calls ``run_batch``.
 """
 
 from __future__ import annotations
@@ -9,45 +9,62 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import anyio
 
-from pipeline._logs import get_logger, run_logging
-from pipeline.clock import Clock, SystemClock
+from pipeline import _gc
+from pipeline._logs import run_logging
+from pipeline.clock import Clock, SystemClock, utcnow
 from pipeline.engine._budget import BudgetGuard
-from pipeline.engine._outcome import RunOutcome, utcnow
+from pipeline.engine._lane import Lane, LaneStats
+from pipeline.engine._outcome import RunOutcome
 from pipeline.engine._relocate import keep_files_with_their_jobs
-from pipeline.engine._resume import WorkItem, plan_work
+from pipeline.engine._resume import WorkItem, plan_work, to_check
 from pipeline.errors import UsageError
-from pipeline.jobs import Batch
-from pipeline.ledger._document import LedgerHeader, spent
+from pipeline.jobs import Batch, JobStatus
+from pipeline.ledger._document import LedgerHeader, summarize
 from pipeline.ledger._sink import STAMP_KEY, LedgerSink
+from pipeline.outputs import Output, open_output
 from pipeline.providers.specs import SPECS
-from pipeline.store._records import gc_paused
-from pipeline.store._sqlite import JobRecord, StateStore
+from pipeline.store import JobRecord, RunStore, open_store, spent, state_location
 
-if TYPE_CHECKING:
-    import stamina.instrumentation
-
-    from pipeline.engine._scheduler import Scheduler
-
-EMULATOR_KEY = "emulator-key"  # not a secret: the local emulator accepts any bearer
+LaneView = Callable[[], dict[str, LaneStats]]
 
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
-    """What the command line adds to a manifest."""
+    """What the caller adds to a manifest (the library's options, the CLI's flags).
+
+    ``base_urls`` / ``api_keys``: per provider, over the environment. ``state``: where the
+    run state lives (``--state``; default ``DIR/state.db``). ``handle_signals``: the first
+    SIGINT/SIGTERM stops the run with its state committed (``interrupted``), a second
+    exits the process; only the command line sets it. ``log_to_stderr``: warnings also on
+    stderr. ``on_start``: called with a view of the lanes' figures once sending starts
+    (progress displays)."""
 
     max_usd: float | None = None
     retry_failed: bool = False
-    base_urls: dict[str, str] | None = None  # set by --emulate
-    api_keys: dict[str, str] | None = None  # set by --emulate; else from the environment
+    base_urls: Mapping[str, str] | None = None
+    api_keys: Mapping[str, str] | None = None
+    state: str | None = None
+    handle_signals: bool = False
+    log_to_stderr: bool = False
     clock: Clock = field(default_factory=SystemClock)
+    on_start: Callable[[LaneView], None] | None = None
+
+
+class RunReport(NamedTuple):
+    """What ``run_batch`` returns: how it ended, the final ledger document, and whether a
+    signal interrupted it."""
+
+    outcome: RunOutcome
+    ledger: dict[str, object]
+    interrupted: bool
 
 
 def resolve_endpoints(batch: Batch, options: RunOptions) -> dict[str, tuple[str, str]]:
@@ -60,31 +77,18 @@ def resolve_endpoints(batch: Batch, options: RunOptions) -> dict[str, tuple[str,
     for name in sorted({j.provider for j in batch.jobs}):
         spec = SPECS[name]
         settings = batch.providers[name]
-        if options.base_urls is not None:
-            base = options.base_urls[name]
-        else:
-            base = os.environ.get(spec.env_base_url) or settings.base_url or spec.default_base_url
+        given = (options.base_urls or {}).get(name)
+        base = given or os.environ.get(spec.env_base_url) or settings.base_url
         key = (options.api_keys or {}).get(name) or os.environ.get(spec.env_key, "")
         if not key.strip():
             missing.append(spec.env_key)
-        endpoints[name] = (base.rstrip("/"), key.strip())
+        endpoints[name] = ((base or spec.default_base_url).rstrip("/"), key.strip())
     if missing:
         raise UsageError(
             "missing API key: set " + " and ".join(missing) + " in the environment "
             "(or use --emulate to run against the local emulator)"
         )
     return endpoints
-
-
-def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
-    get_logger().info(
-        "retry %d of %s in %.2f s after %s: %s",
-        details.retry_num,
-        details.name,
-        details.wait_for,
-        type(details.caused_by).__name__,
-        details.caused_by,
-    )
 
 
 @asynccontextmanager
@@ -114,42 +118,44 @@ class _Run:
     batch: Batch
     options: RunOptions
     endpoints: dict[str, tuple[str, str]]
-    state: StateStore
+    state: RunStore
+    output: Output
     stack: AsyncExitStack  # what to close when the run ends
+    header: LedgerHeader
     outcome: RunOutcome = field(default_factory=RunOutcome)
     interrupted: list[int] = field(default_factory=list)  # the signals received
 
 
-async def run_batch(
-    batch: Batch,
-    options: RunOptions,
-    *,
-    on_start: Callable[[Scheduler], None] | None = None,
-) -> tuple[RunOutcome, dict[str, object], bool]:
-    """Run (or resume) ``batch``. Returns the outcome, the final ledger and whether the run
-    was interrupted by a signal. ``on_start`` sees the scheduler before it starts (there
-    is none when the resume finds nothing to send)."""
+async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
+    """Run (or resume) ``batch``.
+
+    Raises ``UsageError`` (nothing sent) for a missing key or a state that cannot be
+    opened."""
     endpoints = resolve_endpoints(batch, options)
     root = Path(batch.output_dir)
-    state = await StateStore.open(root / "state.db")
+    state = await open_store(state_location(options.state, batch.output_dir))
     secrets = [key for _, key in endpoints.values()]
     async with AsyncExitStack() as stack:
-        run = _Run(batch, options, endpoints, state, stack)
-        log = stack.enter_context(run_logging(root, secrets))
         stack.push_async_callback(state.close)
+        log = stack.enter_context(run_logging(root, secrets, stderr=options.log_to_stderr))
+        output = open_output(batch.output_dir)
+        stack.push_async_callback(output.aclose)
         meta = await state.get_meta()
         started_at = meta.get("started_at") or utcnow()
-        # The stamp is dropped before this run changes anything (see ledger_sink).
+        # The stamp is dropped before this run changes anything (see ledger._sink).
         start = {"name": batch.name, "manifest": batch.manifest_path, "started_at": started_at}
         await state.set_meta({**start, STAMP_KEY: ""})
         unchanged = state.writes
+        header = LedgerHeader(batch.name, batch.manifest_path, started_at, started_at, False)
+        run = _Run(batch, options, endpoints, state, output, stack, header)
         models = {name: spec.model for name, spec in SPECS.items()}
-        with gc_paused(promote=True):  # the records live as long as the run
+        with _gc.paused(keep=True):  # the records live as long as the run
             records = await state.sync_batch(batch.jobs, models)
-            # Nothing written after this point means `records` is still the whole state.
-            synced_writes = state.writes
-            await keep_files_with_their_jobs(state, root, records)
-            work = plan_work(batch, records, retry_failed=options.retry_failed)
+        # Nothing written after this point means `records` is still the whole state.
+        synced_writes = state.writes
+        await keep_files_with_their_jobs(state, output, records.values())
+        broken = await output.missing(to_check(batch, records))
+        work = plan_work(batch, records, broken, retry_failed=options.retry_failed)
         log.info(
             "run %s (%s): %d jobs, %d to run now; providers %s",
             batch.name,
@@ -158,56 +164,36 @@ async def run_batch(
             len(work),
             ", ".join(f"{n} at {b}" for n, (b, _) in endpoints.items()),
         )
-        header = LedgerHeader(batch.name, batch.manifest_path, started_at, started_at, False)
-        ledger = LedgerSink(state, root / "ledger.json", header)
         if work:
-            await _send(run, ledger, records, work, on_start)
+            await _send(run, records, work)
         with anyio.CancelScope(shield=True):
             if state.writes == synced_writes:
                 final: Sequence[JobRecord] = list(records.values())
             else:
                 final = await state.records()
+            totals, _ = summarize(final, {})
             outcome = run.outcome
-            current = {j.id for j in batch.jobs}
-            for r in final:
-                if r.id not in current:
-                    continue
-                if r.status == "completed":
-                    outcome.completed += 1
-                elif r.status == "failed":
-                    outcome.failed += 1
-                else:
-                    outcome.pending += 1
+            outcome.completed = totals["completed"]
+            outcome.failed = totals["failed"]
+            outcome.pending = totals["pending"]
             # Nothing sent and nothing changed: the last run's ledger may hold as it is.
             kept = not work and state.writes == unchanged
             stamp = meta.get(STAMP_KEY) if kept else None
-            doc = await ledger.finish(final, finished=outcome.pending == 0, stamp=stamp or None)
-            _log_outcome(log, outcome, final, current, bool(run.interrupted))
-    return outcome, doc, bool(run.interrupted)
+            sink = LedgerSink(state, output, header, clock=options.clock)
+            doc = await sink.finish(final, finished=outcome.pending == 0, stamp=stamp or None)
+            _log_outcome(log, outcome, final, bool(run.interrupted))
+    return RunReport(outcome, doc, bool(run.interrupted))
 
 
-async def _send(
-    run: _Run,
-    ledger: LedgerSink,
-    records: dict[str, JobRecord],
-    work: list[WorkItem],
-    on_start: Callable[[Scheduler], None] | None,
-) -> None:
-    """Run ``work`` through the lanes, ``ledger`` rewritten as it goes (counting the
+async def _send(run: _Run, records: dict[str, JobRecord], work: list[WorkItem]) -> None:
+    """Run ``work`` through the lanes, ledger.json rewritten as it goes (counting the
     lanes' requests from now on); the stop reasons go to ``run.outcome``. The network
     stack is imported here: a resume with nothing to send never loads it."""
-    import aiohttp
-    import stamina.instrumentation
-
-    from pipeline.engine._lane import Lane
     from pipeline.engine._scheduler import Scheduler
-    from pipeline.outputs._local import Downloader
-    from pipeline.providers._registry import create_adapter
+    from pipeline.providers import create_adapter
 
-    # Retries go to run.log (through the redacting filter), not to stamina's own logger.
-    stamina.instrumentation.set_on_retry_hooks([_log_retry])
     batch, options, stack = run.batch, run.options, run.stack
-    with gc_paused():
+    with _gc.paused():
         costs = [spent(r) for r in records.values()]
     budget = batch.budget
     if options.max_usd is not None:
@@ -217,9 +203,6 @@ async def _send(
         spent_usd=sum(usd for usd, _ in costs),
         spent_credits=sum(credits for _, credits in costs),
     )
-    http = await stack.enter_async_context(
-        aiohttp.ClientSession(auto_decompress=False, trust_env=False)
-    )
     lanes: dict[str, Lane] = {}
     for name, (base, key) in run.endpoints.items():
         settings = batch.providers[name]
@@ -228,25 +211,37 @@ async def _send(
         )
         stack.push_async_callback(adapter.aclose)
         lanes[name] = Lane(adapter, settings, clock=options.clock)
-    ledger.lanes = lanes
+
+    def requests() -> dict[str, tuple[int, int]]:
+        return {name: (s.requests, s.rate_limited) for name, s in view().items()}
+
+    def view() -> dict[str, LaneStats]:
+        return {name: lane.stats() for name, lane in lanes.items()}
+
+    ledger = LedgerSink(run.state, run.output, run.header, clock=options.clock, requests=requests)
     scheduler = Scheduler(
         batch,
         lanes=lanes,
         state=run.state,
-        downloader=Downloader(Path(batch.output_dir), session=http),
+        output=run.output,
         budget=guard,
         clock=options.clock,
         on_change=ledger.mark_dirty,
     )
-    if on_start is not None:
-        on_start(scheduler)
-    await ledger.mark_dirty()  # the sink's first write: the state as resumed
+    if options.on_start is not None:
+        options.on_start(view)
+    ledger.mark_dirty()  # the sink's first write: the state as resumed
     async with anyio.create_task_group() as tg:
         tg.start_soon(ledger.run)
         with anyio.CancelScope() as run_scope:
-            async with _signals_cancel(run_scope, run.interrupted):
+            if options.handle_signals:
+                async with _signals_cancel(run_scope, run.interrupted):
+                    await scheduler.run(work)
+            else:
                 await scheduler.run(work)
         tg.cancel_scope.cancel()
+    with anyio.CancelScope(shield=True):
+        await ledger.flush_counters()
     run.outcome.stop_reason = scheduler.stop_reason
     for name, lane in lanes.items():
         if lane.stopped is not None:
@@ -254,15 +249,11 @@ async def _send(
 
 
 def _log_outcome(
-    log: logging.Logger,
-    outcome: RunOutcome,
-    records: Sequence[JobRecord],
-    current: set[str],
-    interrupted: bool,
+    log: logging.Logger, outcome: RunOutcome, records: Sequence[JobRecord], interrupted: bool
 ) -> None:
     for r in records:
-        if r.id in current and r.status == "failed" and r.error:
-            log.info("job %s failed: %s: %s", r.id, r.error.get("code"), r.error.get("message"))
+        if r.row.status == JobStatus.FAILED and not r.superseded and r.error:
+            log.info("job %s failed: %s: %s", r.id, r.error_code, r.error.get("message"))
     for name, reason in outcome.lane_stops.items():
         log.info("lane %s stopped: %s", name, reason)
     if outcome.stop_reason:
@@ -285,11 +276,3 @@ def exit_code(outcome: RunOutcome, interrupted: bool) -> int:
     if outcome.failed or outcome.pending:
         return 1
     return 0
-
-
-def check_keys_or_raise(batch: Batch, options: RunOptions) -> None:
-    """Fail fast (exit 2) on missing keys, before anything else happens."""
-    resolve_endpoints(batch, options)
-
-
-__all__ = ["RunOptions", "UsageError", "check_keys_or_raise", "exit_code", "run_batch"]

@@ -7,8 +7,9 @@ download workers through a memory object stream::
 
 A lane worker holds one of the provider's task slots from submit until the task is
 terminal; downloads happen after the slot is released, so slow image transfers never
-keep the provider idle. Every state change is committed before the next step (see
-``pipeline.store._sqlite``); ledger.json is rewritten from the state at most once a second.
+keep the provider idle. Every state change is committed before the next step (the
+write-ahead protocol of ``pipeline.store``); ledger.json is rewritten from the state at
+most once a second.
 
 Deadlines (nothing can hang a run): a job's submit attempts stop ``max(job_timeout_s,
 SUBMIT_WINDOW_MIN_S)`` after the job started (each request is bounded by the adapter's
@@ -21,29 +22,24 @@ a provider may take to generate, not about how long we may need to reach it.
 
 from __future__ import annotations
 
-import gc
 import math
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 
 import anyio
-from anyio.abc import ObjectSendStream
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
-from pipeline.clock import Clock
+from pipeline import _gc
+from pipeline.clock import Clock, utcnow
 from pipeline.engine._budget import BudgetGuard, Reservation
-from pipeline.engine._download import Completion, Finished
+from pipeline.engine._download import DOWNLOAD_WINDOW_MIN_S, DownloadStage, Finished
 from pipeline.engine._lane import Lane, LaneStopped
-from pipeline.engine._outcome import error_dict, provider_error, utcnow
+from pipeline.engine._outcome import error_dict, provider_error
 from pipeline.engine._resume import WorkItem
-from pipeline.errors import (
-    BudgetExhausted,
-    OutcomeUnknown,
-    ProviderError,
-)
-from pipeline.jobs import Batch, Job
-from pipeline.outputs._local import Downloader
+from pipeline.errors import BudgetExhausted, ErrorCode, OutcomeUnknown, ProviderError
+from pipeline.jobs import Batch, Flag, Job
+from pipeline.outputs import Output
 from pipeline.providers.base import TaskState, TaskStatus
-from pipeline.store._sqlite import StateStore
+from pipeline.store import RunStore
 
 SUBMIT_WINDOW_MIN_S = 60.0
 MAX_UNKNOWN_OUTCOMES = 2
@@ -57,49 +53,39 @@ def download_workers(lanes: dict[str, Lane]) -> int:
     """How many images download at once: half the tasks the lanes may have in flight
     (one download follows every two API requests of a job), from 8 to 32. Too few and,
     when tasks finish fast, finished tasks queue for their images while the lanes keep
-    the provider busy; each download holds at most ``spill_bytes`` (512 KiB) in memory."""
+    the provider busy; each download holds at most its spill size (512 KiB) in memory."""
     in_flight = sum(lane.settings.max_concurrent for lane in lanes.values())
     return min(MAX_DOWNLOADS, max(MIN_DOWNLOADS, in_flight // 2))
 
 
-@contextmanager
-def _long_lived_objects_frozen() -> Iterator[None]:
-    """Hide every object that exists now (modules, the batch, its jobs and records: they
-    live for the whole run) from the cyclic garbage collector until the run ends. Its
-    full collections then scan only what the run itself allocates: with 100,000 jobs
-    they would otherwise traverse millions of objects each time, in vain."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 class Scheduler:
-    """Runs the work of one batch against its lanes. Use once."""
+    """Runs the work of one batch against its lanes. Use once.
+
+    ``on_change`` is called after every change of a job's state (the ledger sink marks
+    itself dirty)."""
 
     def __init__(
         self,
         batch: Batch,
         *,
         lanes: dict[str, Lane],
-        state: StateStore,
-        downloader: Downloader,
+        state: RunStore,
+        output: Output,
         budget: BudgetGuard,
         clock: Clock,
-        on_change: Callable[[], Awaitable[None]] | None = None,
+        on_change: Callable[[], None] | None = None,
         download_concurrency: int | None = None,
     ) -> None:
         self.batch = batch
         self.lanes = lanes
         self.state = state
-        self.downloader = downloader
+        self.output = output
         self.budget = budget
         self.clock = clock
-        self._on_change = on_change
+        self._changed = on_change or (lambda: None)
         self._downloads = download_concurrency or download_workers(lanes)
-        self.completion = Completion(
-            state=state, downloader=downloader, budget=budget, clock=clock, on_change=on_change
+        self.downloads = DownloadStage(
+            state=state, output=output, budget=budget, clock=clock, on_change=self._changed
         )
         self.stop_reason: str | None = None
         # Remote ids known to belong to a job: reconciliation never adopts them twice.
@@ -112,8 +98,10 @@ class Scheduler:
 
     async def run(self, work: list[WorkItem]) -> None:
         """Run ``work`` to the end (or until cancelled, with state committed)."""
-        await self.downloader.sweep()
-        with _long_lived_objects_frozen():
+        await self.output.sweep()
+        # The batch, its jobs and records live for the whole run: the collector need not
+        # rescan them (see pipeline._gc).
+        with _gc.frozen():
             await self._run(work)
 
     async def _run(self, work: list[WorkItem]) -> None:
@@ -121,19 +109,15 @@ class Scheduler:
         async with anyio.create_task_group() as tg:
             async with done_recv:
                 for _ in range(self._downloads):
-                    tg.start_soon(self.completion.worker, done_recv.clone())
+                    tg.start_soon(self._download_worker, done_recv.clone())
             async with done_send:
                 for name, lane in self.lanes.items():
                     items = [w for w in work if w.job.provider == name]
-                    lane.counters.queued = len(items)
+                    lane.enqueue(len(items))
                     queue = iter(items)  # shared by the lane's workers
                     for _ in range(max(1, lane.settings.max_concurrent)):
                         tg.start_soon(self._lane_worker, lane, queue, done_send.clone())
             # The downloaders end once every lane worker has closed its clone of done_send.
-
-    async def _changed(self) -> None:
-        if self._on_change is not None:
-            await self._on_change()
 
     # -- lane stage -------------------------------------------------------------------------
 
@@ -142,12 +126,19 @@ class Scheduler:
     ) -> None:
         async with done:
             for item in queue:  # each item goes to exactly one worker (next() never waits)
-                lane.counters.queued -= 1
                 async with lane.slots:  # one task in flight at the provider
-                    finished = await self._run_at_provider(lane, item)
+                    with lane.working():
+                        finished = await self._run_at_provider(lane, item)
                 lane.task_done()
                 if finished is not None:
                     await done.send(finished)
+
+    async def _download_worker(self, recv: ObjectReceiveStream[Finished]) -> None:
+        async with recv:
+            async for item in recv:
+                images = await self.downloads.complete(item)
+                lane = self.lanes[item.job.provider]
+                lane.record(completed=images is not None, images=images or 0, cost=item.cost)
 
     async def _run_at_provider(self, lane: Lane, item: WorkItem) -> Finished | None:
         job = item.job
@@ -159,7 +150,6 @@ class Scheduler:
         reservation: Reservation | None = None
         started = self.clock.now()
         timeout = lane.settings.job_timeout_s
-        lane.counters.in_flight += 1
         try:
             for flag in item.flags:
                 await self.state.add_flag(job.id, flag)
@@ -176,15 +166,17 @@ class Scheduler:
             # The task's deadline runs from its creation: a slow submit phase (retries,
             # 429 pauses) must not make us throw away a task we just paid for.
             now = self.clock.now()
-            with anyio.move_on_after(deadline):
+            with self.clock.move_on_at(now + deadline):
                 final = await lane.wait(job, status, now, now + deadline)
                 if final.state is TaskState.COMPLETED:
-                    return Finished(job, lane, final, reservation, started)
+                    window = max(timeout, DOWNLOAD_WINDOW_MIN_S)
+                    cost = lane.adapter.cost(job, final)
+                    return Finished(job, final, cost, reservation, started, window)
                 await self._fail(
                     lane,
                     job,
                     error_dict(
-                        final.error_code or "task_failed",
+                        final.error_code or ErrorCode.TASK_FAILED,
                         final.error_message or "the task failed at the provider",
                     ),
                     usage=final.usage,
@@ -194,7 +186,9 @@ class Scheduler:
                 return None
             # Deadline passed: give up on the task, and free it at the provider.
             await lane.cancel(status.remote_id)
-            await self._fail(lane, job, error_dict("timeout", f"no result within {deadline:g} s"))
+            await self._fail(
+                lane, job, error_dict(ErrorCode.TIMEOUT, f"no result within {deadline:g} s")
+            )
             if reservation is not None:
                 self.budget.settle(reservation, None)
             return None
@@ -202,8 +196,6 @@ class Scheduler:
             await self._fail(lane, job, provider_error(stop.reason))
         except ProviderError as exc:
             await self._fail(lane, job, provider_error(exc))
-        finally:
-            lane.counters.in_flight -= 1
         if reservation is not None:
             self.budget.settle(reservation, None)
         return None
@@ -224,7 +216,7 @@ class Scheduler:
             return None
         job = item.job
         probe = None
-        reports_cost = lane.adapter.spec.credits_per_image is not None
+        reports_cost = lane.adapter.spec.cost_reported_on_submit
         if self.budget.capped and reports_cost and not self.budget.knows(lane.name):
             probe = lane.price_probe
             await probe.acquire()
@@ -272,7 +264,7 @@ class Scheduler:
         for _ in range(MAX_UNKNOWN_OUTCOMES + 1):
             if possible_duplicate:
                 estimate = lane.adapter.spec.estimate(job.params, lane.settings.usd_per_credit)
-                await self.state.add_flag(job.id, "possible_duplicate")
+                await self.state.add_flag(job.id, Flag.POSSIBLE_DUPLICATE)
                 await self.state.add_duplicate_cost(
                     job.id, estimate.usd or 0.0, estimate.credits or 0.0
                 )
@@ -294,7 +286,7 @@ class Scheduler:
                 continue
             await self.state.mark_submitted(job.id, status.remote_id, utcnow(), status.usage)
             self.claimed.add(status.remote_id)
-            await self._changed()
+            self._changed()
             return status
         return None
 
@@ -305,13 +297,13 @@ class Scheduler:
             return None
         self.claimed.add(found.remote_id)
         await self.state.mark_submitted(job.id, found.remote_id, utcnow(), found.usage)
-        await self.state.add_flag(job.id, "reconciled")
-        await self._changed()
+        await self.state.add_flag(job.id, Flag.RECONCILED)
+        self._changed()
         return found
 
     async def _fail(
         self, lane: Lane, job: Job, error: dict[str, object], usage: dict[str, object] | None = None
     ) -> None:
-        lane.counters.failed += 1
+        lane.record(completed=False)
         await self.state.mark_failed(job.id, at=utcnow(), error=error, usage=usage)
-        await self._changed()
+        self._changed()

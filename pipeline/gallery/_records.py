@@ -15,9 +15,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from pipeline.errors import UsageError
+from pipeline.jobs import Flag, JobStatus
 
 LEDGER_NAME = "ledger.json"
-SUPERSEDED = "superseded"
 
 
 def _str_values(value: Any) -> Any:
@@ -95,12 +95,13 @@ class JobEntry(_Record):
     @property
     def superseded(self) -> bool:
         """Edited out of the manifest: listed for its cost, not part of the batch any more."""
-        return SUPERSEDED in self.flags
+        return Flag.SUPERSEDED in self.flags
 
     @property
     def shown_status(self) -> str:
         """``completed`` / ``failed`` / ``pending``: a submitted job is still pending."""
-        return self.status if self.status in ("completed", "failed") else "pending"
+        settled = (JobStatus.COMPLETED, JobStatus.FAILED)
+        return self.status if self.status in settled else JobStatus.PENDING
 
 
 class Totals(_Record):
@@ -136,15 +137,16 @@ class Ledger(_Record):
         return [j for j in self.jobs if not j.superseded]
 
     def effective_totals(self) -> Totals:
-        """The ledger's own totals, or totals counted from its jobs when it has none."""
+        """The ledger's own totals; a ledger without them (an older or a partial one) is
+        counted from its jobs, superseded ones left out, as the run counts."""
         if self.totals is not None:
             return self.totals
         jobs = self.current_jobs
         return Totals(
             jobs=len(jobs),
-            completed=sum(j.status == "completed" for j in jobs),
-            failed=sum(j.status == "failed" for j in jobs),
-            pending=sum(j.shown_status == "pending" for j in jobs),
+            completed=sum(j.status == JobStatus.COMPLETED for j in jobs),
+            failed=sum(j.status == JobStatus.FAILED for j in jobs),
+            pending=sum(j.shown_status == JobStatus.PENDING for j in jobs),
             images=sum(len(j.images) for j in jobs),
             cost_usd=sum((j.cost.usd or 0.0) for j in self.jobs if j.cost),
             credits=sum((j.cost.credits or 0.0) for j in self.jobs if j.cost),

@@ -1,6 +1,6 @@
 """ledger.json: the user-facing account of a batch, derived from the state table.
 
-Written atomically (temporary file, fsync, rename) so a reader never sees half a ledger.
+Written atomically by the output (``Output.write_atomic``): a reader never sees half a ledger.
 The file is one JSON document: the header, totals and providers indented, then one job
 per line. Each job's line is spliced from the JSON text the state table already holds
 (``entry_json``), so a 100k-job ledger takes no decoding and no Python-level encoding.
@@ -10,29 +10,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from json.encoder import encode_basestring
-from pathlib import Path
 from typing import Any, overload
 
-from pipeline.store._sqlite import JobRecord
+from pipeline.jobs import Flag, JobStatus
+from pipeline.store import JobRecord, spent
 
-# The ledger's statuses (design.md); 'intent' is shown as submitted with no remote id:
-# the request may have reached the provider.
-_LEDGER_STATUS = {
-    "pending": "pending",
-    "intent": "submitted",
-    "submitted": "submitted",
-    "completed": "completed",
-    "failed": "failed",
-}
 _CHUNK = 2000  # job lines joined per write
-# How a stored job document begins when it is in the ledger's shape (edits.py).
+# How a stored job document begins when it is in the ledger's shape (store/_edits.py).
 _DOCUMENT_START = '{"provider": '
+LEDGER_NAME = "ledger.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +49,12 @@ def job_entry(r: JobRecord) -> dict[str, Any]:
         "prompt": doc.get("prompt"),
         "params": doc.get("params", {}),
         "variant": doc.get("variant", {}),
-        "status": _LEDGER_STATUS.get(r.status, r.status),
+        "status": r.status.shown,
         "remote_id": r.remote_id,
-        "attempts": r.attempts,
-        "submitted_at": r.submitted_at,
-        "completed_at": r.completed_at,
-        "latency_s": r.latency_s,
+        "attempts": r.row.attempts,
+        "submitted_at": r.row.submitted_at,
+        "completed_at": r.row.completed_at,
+        "latency_s": r.row.latency_s,
         "images": r.images,
         "cost": r.cost,
         "usage": r.usage,
@@ -81,31 +71,31 @@ def _text(value: str | None) -> str:
     return "null" if value is None else encode_basestring(value)
 
 
-_STATUS_TEXT = {status: encode_basestring(shown) for status, shown in _LEDGER_STATUS.items()}
+_STATUS_TEXT = {status.value: encode_basestring(status.shown) for status in JobStatus}
 
 
 def entry_json(r: JobRecord) -> str:
     """``job_entry(r)`` as JSON text, spliced from the stored text (equal once parsed)."""
-    # The row's columns (records.COLUMNS) taken at once: this runs for every job of
-    # every ledger write.
+    # This runs for every job of every ledger write: the stored texts are spliced in.
     row = r.row
-    status, remote_id, attempts, submitted_at, completed_at, latency = row[4:10]
-    doc, images, cost, usage, error, flags, duplicate_cost = row[10:17]
+    doc = row.job_json
     if not doc.startswith(_DOCUMENT_START):  # not in the ledger's shape: the long way
         return json.dumps(job_entry(r), ensure_ascii=False)
     extra = ""
-    if flags != "[]" and r.flags:
-        extra += f', "flags": {flags}'
-    if duplicate_cost and r.duplicate_cost:
-        extra += f', "possible_duplicate_cost": {duplicate_cost}'
-    shown = _STATUS_TEXT.get(status) or encode_basestring(status)
+    if row.flags_json != "[]" and r.flags:
+        extra += f', "flags": {row.flags_json}'
+    if row.duplicate_cost_json and r.duplicate_cost:
+        extra += f', "possible_duplicate_cost": {row.duplicate_cost_json}'
+    shown = _STATUS_TEXT.get(row.status) or encode_basestring(row.status)
+    latency = row.latency_s
     return (
-        f'{{"id": {encode_basestring(row[0])}, {doc[1:-1]}, "status": {shown}, '
-        f'"remote_id": {_text(remote_id)}, "attempts": {attempts}, '
-        f'"submitted_at": {_text(submitted_at)}, "completed_at": {_text(completed_at)}, '
+        f'{{"id": {encode_basestring(row.id)}, {doc[1:-1]}, "status": {shown}, '
+        f'"remote_id": {_text(row.remote_id)}, "attempts": {row.attempts}, '
+        f'"submitted_at": {_text(row.submitted_at)}, '
+        f'"completed_at": {_text(row.completed_at)}, '
         f'"latency_s": {"null" if latency is None else _number(latency)}, '
-        f'"images": {images}, "cost": {cost or "null"}, '
-        f'"usage": {usage}, "error": {error or "null"}{extra}}}'
+        f'"images": {row.images_json}, "cost": {row.cost_json or "null"}, '
+        f'"usage": {row.usage_json}, "error": {row.error_json or "null"}{extra}}}'
     )
 
 
@@ -143,45 +133,27 @@ class JobEntries(Sequence[dict[str, Any]]):
         return f"JobEntries({len(self._records)} jobs)"
 
 
-def spent(r: JobRecord) -> tuple[float, float]:
-    """USD and credits a job has cost, counting possible duplicate charges."""
-    cost = r.cost or {}
-    dup = r.duplicate_cost or {}
-    usd = (cost.get("usd") or 0.0) + (dup.get("usd") or 0.0)
-    credits = (cost.get("credits") or 0.0) + (dup.get("credits") or 0.0)
-    return usd, credits
-
-
 _COUNTED = ("jobs", "completed", "failed", "pending", "images")
-
-
-def _empty_totals() -> dict[str, Any]:
-    return {
-        "jobs": 0,
-        "completed": 0,
-        "failed": 0,
-        "pending": 0,
-        "images": 0,
-        "cost_usd": 0.0,
-        "credits": 0.0,
-    }
 
 
 def summarize(
     records: Iterable[JobRecord], counters: Mapping[str, tuple[int, int]]
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The ledger's ``totals`` and ``providers``. Superseded rows (edited-away jobs) do
-    not count toward the totals of the current batch, except for money they cost."""
+    """The ledger's ``totals`` and ``providers``: the one count of a batch's outcome (the
+    run's result, ledger.json and ``status`` all read it). Superseded rows (edited or
+    removed from the manifest) are not part of the batch: they count only for the money
+    they cost."""
     total_usd = total_credits = 0.0
     # Per provider: usd, credits, then the _COUNTED counts.
     tallies: dict[str, list[Any]] = {}
     money: dict[tuple[str | None, str | None], tuple[float, float]] = {}
+    completed, failed = JobStatus.COMPLETED.value, JobStatus.FAILED.value
     for r in records:
-        row = r.row  # records.COLUMNS: provider, status, cost, flags, duplicate_cost, images
-        provider, status, flags, key = row[2], row[4], row[15], (row[12], row[16])
-        tally = tallies.get(provider)
+        row = r.row
+        tally = tallies.get(row.provider)
         if tally is None:
-            tally = tallies[provider] = [0.0, 0.0, 0, 0, 0, 0, 0]
+            tally = tallies[row.provider] = [0.0, 0.0, 0, 0, 0, 0, 0]
+        key = (row.cost_json, row.duplicate_cost_json)
         spent_here = money.get(key)
         if spent_here is None:  # a batch's jobs repeat a few costs
             spent_here = money[key] = spent(r)
@@ -190,13 +162,13 @@ def summarize(
         total_credits += credits
         tally[0] += usd
         tally[1] += credits
-        if flags != "[]" and "superseded" in r.flags:
+        if row.flags_json != "[]" and Flag.SUPERSEDED in r.flags:
             continue
         tally[2] += 1
-        shown = _LEDGER_STATUS.get(status, status)
-        tally[3 if shown == "completed" else 4 if shown == "failed" else 5] += 1
-        tally[6] += row[17]
-    totals = _empty_totals()
+        status = row.status
+        tally[3 if status == completed else 4 if status == failed else 5] += 1
+        tally[6] += row.image_count
+    totals: dict[str, Any] = dict.fromkeys(_COUNTED, 0)
     totals["cost_usd"], totals["credits"] = _money(total_usd), _money(total_credits)
     providers: dict[str, dict[str, Any]] = {}
     for name, (usd, credits, *counts) in tallies.items():
@@ -219,7 +191,7 @@ def ledger_document(
     counters: Mapping[str, tuple[int, int]],
 ) -> dict[str, Any]:
     """The whole ledger document; ``jobs`` is a ``JobEntries`` (entries built on access,
-    written by ``write_json_atomic`` without decoding)."""
+    written by ``encode_document`` without decoding)."""
     totals, providers = summarize(records, counters)
     return {
         "name": header.name,
@@ -270,25 +242,3 @@ def encode_document(document: Mapping[str, Any]) -> Iterator[str]:
         yield ",\n".join(chunk) + (",\n" if following else "\n")
         chunk = following
     yield " ]\n}\n"
-
-
-def write_text_atomic(path: Path, pieces: Iterable[str]) -> None:
-    """Write the text ``pieces`` to ``path`` so readers see the old or the new file, never
-    half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for piece in pieces:
-                f.write(piece)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, document: Mapping[str, Any]) -> None:
-    """Write ``document`` (see ``encode_document``) to ``path`` atomically."""
-    write_text_atomic(path, encode_document(document))

@@ -8,38 +8,40 @@ where a fixed interval would make a large batch O(jobs²).
 The stamp
 ---------
 A run's last write is recorded in the state (meta ``STAMP_KEY``): the header it wrote and
-the identity of the file (inode, size, mtime). A run drops the stamp before it changes
-anything, and writes it only once its final ledger is on disk; so a stamp present at the
-start of a run vouches that ledger.json holds the state as it is. A rerun that finds
-nothing to do and changes nothing keeps that file as it is (its ``updated_at`` is when
-something last changed) instead of rewriting it: see ``LedgerSink.finish``.
+the identity of the file (``Output.identity``: inode, size, mtime for a folder). A run
+drops the stamp before it changes anything, and writes it only once its final ledger is
+stored; so a stamp present at the start of a run vouches that ledger.json holds the state
+as it is. A rerun that finds nothing to do and changes nothing keeps that file as it is
+(its ``updated_at`` is when something last changed) instead of rewriting it: see
+``LedgerSink.finish``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple, replace
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import anyio
 
-from pipeline.engine._outcome import utcnow
-from pipeline.ledger._document import LedgerHeader, ledger_document, write_json_atomic
-from pipeline.store._records import gc_paused
-from pipeline.store._sqlite import JobRecord, StateStore
-
-if TYPE_CHECKING:
-    from pipeline.engine._lane import Lane
+from pipeline import _gc
+from pipeline.clock import Clock, utcnow
+from pipeline.ledger._document import (
+    LEDGER_NAME,
+    LedgerHeader,
+    encode_document,
+    ledger_document,
+)
+from pipeline.outputs import Output
+from pipeline.store import JobRecord, RunStore
 
 LEDGER_INTERVAL_S = 1.0
 LEDGER_SPACING = 10.0  # x the last rewrite's duration
 STAMP_KEY = "ledger"  # meta key of the stamp
 # Part of every stamp: a ledger written in another layout is never vouched for.
-LEDGER_LAYOUT = 1
+LEDGER_LAYOUT = 2
+
+RequestCounts = Callable[[], Mapping[str, tuple[int, int]]]
 
 
 def rewrite_pause(last_write_s: float) -> float:
@@ -49,32 +51,39 @@ def rewrite_pause(last_write_s: float) -> float:
 
 class LedgerSink:
     """Rewrites ledger.json from the state while it is dirty, spaced by
-    ``rewrite_pause``.
+    ``rewrite_pause`` on ``clock``.
 
-    Before each write it commits the lanes' request counters (as deltas), so the ledger's
-    ``requests`` and ``rate_limited`` survive a killed process."""
+    ``requests`` reads the run's request counters per provider (requests, rate limited);
+    before each write their growth is committed to the state, so the ledger's figures
+    survive a killed process."""
 
     def __init__(
         self,
-        state: StateStore,
-        path: Path,
+        state: RunStore,
+        output: Output,
         header: LedgerHeader,
-        lanes: Mapping[str, Lane] | None = None,
+        *,
+        clock: Clock,
+        requests: RequestCounts | None = None,
     ) -> None:
         self.state = state
-        self.path = path
+        self.output = output
         self.header = header
-        self.lanes: Mapping[str, Lane] = lanes or {}
+        self.clock = clock
+        self._requests = requests
         self._flushed: dict[str, tuple[int, int]] = {}
         self._dirty = anyio.Event()
         self.last_write_s = 0.0
 
-    async def mark_dirty(self) -> None:
+    def mark_dirty(self) -> None:
+        """Something changed: rewrite when the spacing allows."""
         self._dirty.set()
 
-    async def _flush_counters(self) -> None:
-        for name, lane in self.lanes.items():
-            now = (lane.counters.requests, lane.counters.rate_limited)
+    async def flush_counters(self) -> None:
+        """Commit the growth of the request counters since the last flush."""
+        if self._requests is None:
+            return
+        for name, now in self._requests().items():
             before = self._flushed.get(name, (0, 0))
             if now != before:
                 await self.state.add_counters(name, now[0] - before[0], now[1] - before[1])
@@ -85,29 +94,30 @@ class LedgerSink:
     ) -> dict[str, object]:
         """Rewrite ledger.json; ``records``: the state's current records, when the caller
         has them. Returns the document (its ``jobs`` built on access)."""
-        started = time.perf_counter()
-        await self._flush_counters()
+        started = self.clock.now()
+        await self.flush_counters()
         if records is None:
             records = await self.state.records()
         counters = await self.state.counters()
         header = replace(self.header, updated_at=utcnow(), finished=finished)
 
         def _build_and_write() -> dict[str, object]:
-            with gc_paused():
+            with _gc.paused():
                 doc = ledger_document(header, records, counters)
-                write_json_atomic(self.path, doc)
+                self.output.write_atomic(LEDGER_NAME, encode_document(doc))
             return doc
 
         doc = await anyio.to_thread.run_sync(_build_and_write)
-        self.last_write_s = time.perf_counter() - started
+        self.last_write_s = self.clock.now() - started
         return doc
 
     async def run(self) -> None:
+        """Rewrite whenever marked dirty, until cancelled."""
         while True:
             await self._dirty.wait()
             self._dirty = anyio.Event()
             await self.write()
-            await anyio.sleep(rewrite_pause(self.last_write_s))
+            await self.clock.sleep(rewrite_pause(self.last_write_s))
 
     async def finish(
         self, records: Sequence[JobRecord], *, finished: bool, stamp: str | None = None
@@ -125,7 +135,7 @@ class LedgerSink:
         header = replace(
             self.header, updated_at=str(doc["updated_at"]), finished=bool(doc["finished"])
         )
-        new_stamp = _stamp(header, self.path)
+        new_stamp = self._stamp(header)
         if new_stamp is not None:
             await self.state.set_meta({STAMP_KEY: new_stamp})
         return doc
@@ -140,19 +150,15 @@ class LedgerSink:
         except (ValueError, TypeError, KeyError):
             return None
         wanted = replace(self.header, updated_at=header.updated_at, finished=finished)
-        if header != wanted or stamp != _stamp(header, self.path):
+        if header != wanted or stamp != self._stamp(header):
             return None
         counters = await self.state.counters()
-        with gc_paused():
+        with _gc.paused():
             return ledger_document(header, records, counters)
 
-
-def _stamp(header: LedgerHeader, path: Path) -> str | None:
-    """The stamp of ledger.json at ``path`` as written with ``header``; None if it is not
-    there."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    file = [info.st_ino, info.st_size, info.st_mtime_ns]
-    return json.dumps({"layout": LEDGER_LAYOUT, "header": astuple(header), "file": file})
+    def _stamp(self, header: LedgerHeader) -> str | None:
+        """The stamp of ledger.json as written with ``header``; None if it is not there."""
+        file = self.output.identity(LEDGER_NAME)
+        if file is None:
+            return None
+        return json.dumps({"layout": LEDGER_LAYOUT, "header": astuple(header), "file": file})

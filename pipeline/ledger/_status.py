@@ -1,46 +1,40 @@
-"""``pipeline status DIR``: progress and spend, read from state.db (also mid-run)."""
+"""``pipeline status``: progress and spend of a batch, read from its state (also mid-run)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
-from pipeline.errors import UsageError
+from pipeline.jobs import JobStatus
 from pipeline.ledger._document import summarize
-from pipeline.store._sqlite import read_snapshot
+from pipeline.store import StateLocation, read_state
 
 EXAMPLES_PER_CODE = 3
 
 
-def read_status(directory: str) -> dict[str, Any]:
-    """Totals, per-provider figures and failures grouped by error code.
+def read_status(location: StateLocation) -> dict[str, Any]:
+    """Totals, per-provider figures and failures grouped by error code, as a JSON-ready
+    document (what ``status --json`` prints). The totals are ledger.json's.
 
-    The totals are computed exactly as ledger.json's. Raises ``UsageError`` when the
-    folder holds no batch state.
+    Raises ``UsageError`` when there is no batch state at ``location``.
     """
-    db = Path(directory) / "state.db"
-    if not db.is_file():
-        raise UsageError(f"{directory}: no batch here (state.db not found)")
-    try:
-        meta, records, counters = read_snapshot(db)
-    except sqlite3.Error as exc:
-        raise UsageError(f"{db}: cannot read the batch state: {exc}") from exc
-    totals, providers = summarize(records, counters)
+    snap = read_state(location)
+    totals, providers = summarize(snap.records, snap.counters)
     failures: dict[str, dict[str, Any]] = defaultdict(lambda: {"count": 0, "examples": []})
     in_flight = 0
-    for r in records:
-        if "superseded" in r.flags:
+    for r in snap.records:
+        if r.superseded:
             continue
-        if r.status in ("intent", "submitted"):  # shown as submitted in the ledger
+        status = r.row.status
+        if status in (JobStatus.INTENT, JobStatus.SUBMITTED):  # at the provider
             in_flight += 1
-        if r.status == "failed" and r.error:
-            group = failures[str(r.error.get("code"))]
+        elif status == JobStatus.FAILED and r.error:
+            group = failures[str(r.error_code)]
             group["count"] += 1
             if len(group["examples"]) < EXAMPLES_PER_CODE:
                 group["examples"].append({"id": r.id, "message": r.error.get("message")})
     done = totals["completed"] + totals["failed"]
+    meta = snap.meta
     return {
         "name": meta.get("name", ""),
         "manifest": meta.get("manifest", ""),

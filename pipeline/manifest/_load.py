@@ -1,21 +1,22 @@
-"""``load_manifest``: a manifest file in, a validated and expanded :class:`Batch` out.
+"""``load_manifest``: a manifest (a file, or a mapping) in, a validated, expanded Batch out.
 
 Every problem found is collected (up to a cap) and raised as one :class:`ManifestError`;
-nothing else escapes, whatever the file holds. The stages run as far as they can: a broken
-``name`` does not stop the prompts from being checked, and one broken prompt does not stop
-the others.
+nothing else escapes, whatever the input holds. The stages run as far as they can: a
+broken ``name`` does not stop the prompts from being checked, and one broken prompt does
+not stop the others. A mapping (from Python) has the YAML manifest's schema; its problems
+name ``<mapping>`` and the field, and carry no line.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
+from pipeline import _gc
 from pipeline.errors import ManifestError
 from pipeline.jobs import Batch, Budget, Job, ProviderSettings
 from pipeline.manifest._csvfile import manifest_name, parse_csv
@@ -31,8 +32,10 @@ from pipeline.providers.specs import SPECS
 
 YAML_SUFFIXES = (".yaml", ".yml")
 CSV_SUFFIXES = (".csv",)
+MAPPING_NAME = "<mapping>"
 
 _M = TypeVar("_M", bound=BaseModel)
+_Read = tuple[Manifest, list[ParsedPrompt], SweepAxes, bool]
 _KEYS: dict[Loc, tuple[str, ...]] = {
     (): tuple(Manifest.model_fields),
     ("defaults",): tuple(Settings.model_fields),
@@ -42,21 +45,34 @@ _KEYS: dict[Loc, tuple[str, ...]] = {
 }
 
 
-def load_manifest(path: str | os.PathLike[str], *, output_dir: str | None = None) -> Batch:
-    """Load, validate and expand a YAML or CSV manifest.
+def load_manifest(
+    manifest: str | os.PathLike[str] | Mapping[str, object],
+    *,
+    out: str | os.PathLike[str] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> Batch:
+    """Load, validate and expand a manifest: a YAML or CSV file, or a mapping with the
+    YAML manifest's schema.
 
-    ``output_dir`` (the ``--out`` option) wins over the manifest's ``output_dir``, which
-    wins over ``out/<name>``. Raises :class:`ManifestError` listing every problem found
-    (file missing or unreadable included), and never any other exception.
+    ``out`` (the ``--out`` option) wins over the manifest's ``output_dir``, which wins
+    over ``out/<name>``. ``base_dir``: where a mapping's ``prompts_file`` is found
+    (default: the current folder; a file's is beside the file). Raises
+    :class:`ManifestError` listing every problem found (file missing or unreadable
+    included), and never any other exception.
     """
     log = IssueLog()
+    out_dir = os.fspath(out) if out is not None else None
+    shown = MAPPING_NAME
     try:
-        shown = os.fspath(path)
-    except TypeError:
-        return _fail(log, str(path), "not a file path")
-    try:
-        with _gc_paused():
-            return _load(shown, output_dir, log)
+        with _gc.paused():
+            if isinstance(manifest, Mapping):
+                base = os.fspath(base_dir) if base_dir is not None else "."
+                return _build(shown, out_dir, log, _from_mapping(manifest, base, log))
+            try:
+                shown = os.fspath(manifest)
+            except TypeError:
+                return _fail(log, str(manifest), "not a file path or a mapping")
+            return _load(shown, out_dir, log)
     except (Refused, TooManyIssues):
         raise log.error() from None
     except ManifestError:
@@ -65,19 +81,6 @@ def load_manifest(path: str | os.PathLike[str], *, output_dir: str | None = None
         return _fail(log, shown, "the manifest is nested too deeply")
     except Exception as exc:  # the promise is "ManifestError or a Batch", whatever the input
         return _fail(log, shown, f"internal error while loading: {type(exc).__name__}: {exc}")
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    # A big manifest allocates millions of small objects that all stay alive; the cyclic
-    # collector would walk them again and again (a third of the load time) for nothing.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _fail(log: IssueLog, shown: str, message: str) -> Batch:
@@ -93,7 +96,11 @@ def _load(shown: str, out: str | None, log: IssueLog) -> Batch:
         raise Refused()
     text = decode(read_bytes(shown, log), shown, log)
     reader = _from_csv if suffix in CSV_SUFFIXES else _from_yaml
-    manifest, parsed, sweep, expandable = reader(text, shown, log)
+    return _build(shown, out, log, reader(text, shown, log))
+
+
+def _build(shown: str, out: str | None, log: IssueLog, read: _Read) -> Batch:
+    manifest, parsed, sweep, expandable = read
     check_unique_ids(parsed, log)
     if expandable:
         jobs = expand(parsed, sweep, log)
@@ -116,9 +123,6 @@ def _load(shown: str, out: str | None, log: IssueLog) -> Batch:
     )
 
 
-_Read = tuple[Manifest, list[ParsedPrompt], SweepAxes, bool]
-
-
 def _from_csv(text: str, shown: str, log: IssueLog) -> _Read:
     """A CSV manifest: rows only; the name is the file's stem, everything else default."""
     entries = parse_csv(text, shown, log)
@@ -131,22 +135,33 @@ def _from_csv(text: str, shown: str, log: IssueLog) -> _Read:
 def _from_yaml(text: str, shown: str, log: IssueLog) -> _Read:
     """A YAML manifest, its prompts and those of its ``prompts_file``."""
     doc = parse_yaml(text, shown, log)
-    manifest, entries, expandable = _yaml_manifest(doc.value, shown, doc.lines, log)
+    return _from_document(doc.value, shown, os.path.dirname(shown), doc.lines, log)
+
+
+def _from_mapping(value: Mapping[str, object], base_dir: str, log: IssueLog) -> _Read:
+    """A manifest given as a mapping (no lines to report)."""
+    return _from_document(dict(value), MAPPING_NAME, base_dir, Lines(), log)
+
+
+def _from_document(value: object, shown: str, base_dir: str, lines: Lines, log: IssueLog) -> _Read:
+    """A manifest document, its prompts and those of its ``prompts_file`` (found relative
+    to ``base_dir``)."""
+    manifest, entries, expandable = _yaml_manifest(value, shown, lines, log)
     parsed = parse_entries(entries, log)
     more: list[Entry] | None = []
     if manifest.prompts_file is not None:
-        more = _prompts_file(manifest.prompts_file, shown, doc.lines, log)
+        more = _prompts_file(manifest.prompts_file, shown, base_dir, lines, log)
         parsed += parse_entries(more or [], log, first=len(entries) + 1)
-    raw = cast("dict[str, object]", doc.value)
+    raw = cast("dict[str, object]", value)
     # Only when nothing was given: a broken prompts or prompts_file is reported already.
     if manifest.prompts_file is not None:
         file_empty = more == []
     else:
         file_empty = raw.get("prompts_file") is None
     if not entries and raw.get("prompts") in (None, []) and file_empty:
-        where = doc.lines.at(("prompts",))
+        where = lines.at(("prompts",))
         log.add(shown, where, "prompts", "no prompts: add some under prompts or prompts_file")
-    return manifest, parsed, _sweep(manifest, raw, shown, doc.lines), expandable
+    return manifest, parsed, _sweep(manifest, raw, shown, lines), expandable
 
 
 def _yaml_manifest(
@@ -186,10 +201,12 @@ def _part(model: type[_M], value: object) -> _M | None:
         return None
 
 
-def _prompts_file(name: str, shown: str, lines: Lines, log: IssueLog) -> list[Entry] | None:
-    """Entries of the CSV (or YAML list) named by ``prompts_file``, relative to the manifest;
-    ``None`` when the file could not be read (the reason is logged)."""
-    path = os.path.normpath(os.path.join(os.path.dirname(shown), name))
+def _prompts_file(
+    name: str, shown: str, base_dir: str, lines: Lines, log: IssueLog
+) -> list[Entry] | None:
+    """Entries of the CSV (or YAML list) named by ``prompts_file``, relative to
+    ``base_dir``; ``None`` when the file could not be read (the reason is logged)."""
+    path = os.path.normpath(os.path.join(base_dir, name))
     where = (shown, lines.at(("prompts_file",)), "prompts_file")
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in YAML_SUFFIXES + CSV_SUFFIXES:

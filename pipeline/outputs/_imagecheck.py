@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import struct
 import warnings
+from functools import cache
+from types import ModuleType
 from typing import BinaryIO
 
-from PIL import Image
-
 from pipeline.errors import DownloadError
-
-# Load the common format plugins now, once, rather than in whichever download threads
-# happen to open the first images at the same time.
-Image.preinit()
 
 MAX_STEM = 200
 _PILLOW_FORMATS = {"png": ("PNG",), "jpeg": ("JPEG",), "webp": ("WEBP",)}
@@ -60,15 +56,27 @@ def looks_complete(fmt: str, tail: bytes, size: int, head: bytes) -> bool:
     return False
 
 
+@cache
+def _pillow() -> ModuleType:
+    """Pillow's ``Image``, imported with the first image (a resume with nothing to fetch
+    never loads it) and its format plugins loaded once."""
+    from PIL import Image
+
+    Image.preinit()
+    return Image
+
+
 def image_size(source: BinaryIO, fmt: str | None = None) -> tuple[int, int]:
     """Width and height from the header of the image in ``source`` (read as ``fmt`` when
     it is known: png, jpeg or webp); raises DownloadError if it is not one (or if it is a
     decompression bomb)."""
+    Image = _pillow()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source, formats=_PILLOW_FORMATS.get(fmt or "")) as img:
-                return img.size
+                width, height = img.size
+                return int(width), int(height)
     except (
         OSError,
         SyntaxError,

@@ -1,16 +1,14 @@
-"""Image downloads: streamed to disk, checked, written atomically, never outside the folder.
+"""The local output folder: images streamed, checked, written atomically, never outside it.
 
-An image is streamed with aiohttp, hashed on the way and checked (scheme, size cap,
-Content-Length, magic bytes, the format's end marker, a header parse by Pillow for width
-and height); only then is it renamed into place, so a file with its final name is always
+An image is streamed (``pipeline.outputs._fetch``) into a temporary ``.part`` file and
+checked; only then is it renamed into place, so a file with its final name is always
 complete and valid.
 
 Thread hops: the body is held in memory up to ``spill_bytes`` (512 KiB) and written out in
-one worker-thread call each time that much has arrived, so an image is never held whole.
-The last call writes what is left, reads the header (from memory when nothing was
-spilled) and renames; these calls of concurrent downloads share hops, a batch at a time
-(``pipeline._batching``). So an image under 512 KiB costs a share of one hop
-and one file creation, with no contention between threads over ``images/``.
+one worker-thread call each time that much has arrived. The last call writes what is
+left, reads the header (from memory when nothing was spilled) and renames; these calls of
+concurrent downloads share hops, a batch at a time (``pipeline._batching``). So an image
+under 512 KiB costs a share of one hop and one file creation.
 
 Paths: every file is created and renamed relative to a file descriptor of ``images/``,
 opened with ``O_NOFOLLOW | O_DIRECTORY``. So nothing is written outside the output folder
@@ -24,89 +22,71 @@ even when someone planted symlinks there:
   link itself, never on its target).
 
 Temporary files of a process that was killed mid-download are swept (unlinked, never
-followed) once per ``Downloader``: by ``sweep()`` at the start of a run, or else before
-its first download starts.
-
-File names come from job ids, which the manifest already restricts to safe characters;
-``fetch`` checks again (no ``/``, ``\\``, NUL, ``..``, leading dot, at most ``MAX_STEM``
-characters) and refuses anything else.
+followed) once per folder object: by ``sweep()`` at the start of a run, or else before
+its first download starts. File names come from job ids, which the manifest already
+restricts to safe characters; ``fetch`` checks again (``check_stem``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import json
 import os
 import secrets
-from dataclasses import dataclass
+import stat
+import tempfile
+from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import anyio
 import anyio.to_thread
 
 from pipeline._batching import Batcher
 from pipeline.errors import DownloadError
-from pipeline.outputs._imagecheck import (
-    MAX_STEM,
-    check_stem,
-    image_size,
-    looks_complete,
-    sniff_format,
-)
+from pipeline.outputs._base import StoredImage
+from pipeline.outputs._imagecheck import _pillow, check_stem
 from pipeline.outputs._partfile import DIR_FLAGS, PartFile, discard_entry, sweep_parts
 
-__all__ = [
-    "MAX_STEM",
-    "Downloader",
-    "StoredImage",
-    "check_stem",
-    "image_size",
-    "looks_complete",
-    "sniff_format",
-]
+if TYPE_CHECKING:
+    import aiohttp
+
+    from pipeline.outputs._fetch import Fetcher
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 SPILL_BYTES = 512 * 1024
-CHUNK = 256 * 1024
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-_TAIL = 32
+_CHECK_CHUNK = 2000  # jobs whose images are decoded at once on resume
 
 
-@dataclass(frozen=True, slots=True)
-class StoredImage:
-    """A verified image on disk. ``path`` is relative to the output folder."""
+class _Sink:
+    """A ``PartFile`` as the fetcher's body sink (spills in a worker thread)."""
 
-    path: str
-    sha256: str
-    bytes: int
-    width: int
-    height: int
-    format: str
-    source_url: str
+    __slots__ = ("part", "spill_bytes")
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "path": self.path,
-            "sha256": self.sha256,
-            "bytes": self.bytes,
-            "width": self.width,
-            "height": self.height,
-            "format": self.format,
-            "source_url": self.source_url,
-        }
+    def __init__(self, part: PartFile, spill_bytes: int) -> None:
+        self.part = part
+        self.spill_bytes = spill_bytes
+
+    def hold(self, chunk: bytes) -> int:
+        return self.part.hold(chunk)
+
+    async def spill(self) -> None:
+        await anyio.to_thread.run_sync(self.part.spill)
 
 
-class Downloader:
-    """Fetches images into one folder. Safe to share between tasks."""
+class LocalFolder:
+    """Images under ``root/images/``, ledger.json in ``root``. Safe to share between tasks.
+
+    Downloads go through ``session`` (created, and closed by ``aclose``, when not given).
+    """
 
     def __init__(
         self,
         root: Path,
         *,
-        session: aiohttp.ClientSession,
+        session: aiohttp.ClientSession | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         timeout_s: float = 120.0,
         spill_bytes: int = SPILL_BYTES,
@@ -114,33 +94,61 @@ class Downloader:
         self.root = root
         self.images = root / "images"
         self._session = session
+        self._owns_session = session is None
         self._max_bytes = max_bytes
+        self._timeout_s = timeout_s
+        self._fetcher: Fetcher | None = None
         self._spill = spill_bytes
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=15, sock_read=30)
         self._swept = False
         self._sweep_lock = anyio.Lock()
         # Finished images are written, checked and renamed a batch per thread hop.
         self._files = Batcher()
 
-    async def fetch(self, url: str, stem: str) -> StoredImage:
-        """Download ``url`` to ``images/<stem>.<ext>`` and return what was stored.
+    def __repr__(self) -> str:
+        return f"LocalFolder({str(self.root)!r})"
 
-        Raises ``DownloadError``: ``retryable`` for network faults, HTTP 408/429/5xx and
-        truncation; final for a bad URL or stem, a non-image, an oversized image, an
-        ``images/`` that is not a real directory, or a file system error.
-        """
+    @property
+    def location(self) -> str:
+        return str(self.root)
+
+    def _http(self) -> Fetcher:
+        # The network stack loads with the first download: a resume with nothing to
+        # fetch never imports it.
+        if self._fetcher is None:
+            import aiohttp
+
+            from pipeline.outputs._fetch import Fetcher
+
+            _pillow()  # its plugins load here, once, not in the first download threads
+            if self._session is None:
+                self._session = aiohttp.ClientSession(auto_decompress=False, trust_env=False)
+            self._fetcher = Fetcher(
+                self._session, max_bytes=self._max_bytes, timeout_s=self._timeout_s
+            )
+        return self._fetcher
+
+    async def aclose(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+            self._fetcher = None
+
+    # -- images ------------------------------------------------------------------------
+
+    async def fetch(self, url: str, stem: str) -> StoredImage:
+        """See ``Output.fetch``. Final errors also: a bad stem, an ``images/`` that is not
+        a real directory, or a file system error."""
         check_stem(stem)
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise DownloadError("image URL is not http(s)", url=url, retryable=False)
+        fetcher = self._http()
         if not self._swept:
             await self.sweep()
         temp = PartFile(f"{stem}.{secrets.token_hex(8)}.part", lambda: self.open_images(url))
         try:
-            digest, size, fmt = await self._stream(url, temp)
+            got = await fetcher.stream(url, _Sink(temp, self._spill))
             # The extension follows the bytes, not the request: a provider that sent jpeg
             # for a png request still delivered a paid-for image; the ledger says which.
-            final = f"{stem}.{EXTENSIONS[fmt]}"
-            width, height = await self._files.call(partial(temp.finish, final, fmt))
+            final = f"{stem}.{EXTENSIONS[got.format]}"
+            width, height = await self._files.call(partial(temp.finish, final, got.format))
         except OSError as exc:
             # The file system refused (disk full, a directory in the way...): final.
             raise DownloadError(
@@ -150,16 +158,15 @@ class Downloader:
             temp.abandon()
         return StoredImage(
             path=f"{self.images.name}/{final}",
-            sha256=digest,
-            bytes=size,
+            sha256=got.sha256,
+            bytes=got.size,
             width=width,
             height=height,
-            format=fmt,
+            format=got.format,
             source_url=url,
         )
 
     async def discard(self, image: StoredImage) -> None:
-        """Remove a stored image again (its job failed after all). Never raises."""
         name = image.path.rpartition("/")[2]
 
         def _remove() -> None:
@@ -210,59 +217,80 @@ class Downloader:
                 retryable=False,
             ) from exc
 
-    async def _stream(self, url: str, temp: PartFile) -> tuple[str, int, str]:
-        sha = hashlib.sha256()
-        size = 0
-        fmt: str | None = None
-        head = b""
-        tail = b""
+    # -- resume and edits --------------------------------------------------------------
+
+    async def missing(self, jobs: Sequence[tuple[str, str]]) -> set[str]:
+        return await anyio.to_thread.run_sync(files_missing, str(self.root), jobs)
+
+    async def move(self, path: str, new_path: str) -> bool:
+        src, dst = self.root / path, self.root / new_path
+        if not await anyio.Path(src).is_file() or await anyio.Path(dst).exists():
+            return False
+        await anyio.Path(src).rename(dst)
+        return True
+
+    # -- ledger.json -------------------------------------------------------------------
+
+    def write_atomic(self, name: str, pieces: Iterable[str]) -> None:
+        write_text_atomic(self.root / name, pieces)
+
+    def identity(self, name: str) -> str | None:
         try:
-            async with self._session.get(url, timeout=self._timeout) as resp:
-                if resp.status != 200:
-                    raise DownloadError(
-                        f"HTTP {resp.status} for image",
-                        url=url,
-                        retryable=resp.status in (408, 429) or resp.status >= 500,
-                    )
-                declared = resp.content_length
-                if declared is not None and declared > self._max_bytes:
-                    raise DownloadError(
-                        f"image is {declared} bytes, over the {self._max_bytes} cap",
-                        url=url,
-                        retryable=False,
-                    )
-                async for chunk in resp.content.iter_chunked(CHUNK):
-                    if len(head) < 16:
-                        head += chunk[: 16 - len(head)]
-                    if fmt is None and len(head) >= 12:
-                        fmt = sniff_format(head)
-                        if fmt is None:
-                            raise DownloadError(
-                                "response is not a png, jpeg or webp image",
-                                url=url,
-                                retryable=False,
-                            )
-                    size += len(chunk)
-                    if size > self._max_bytes:
-                        raise DownloadError(
-                            f"image exceeds the {self._max_bytes} byte cap",
-                            url=url,
-                            retryable=False,
-                        )
-                    sha.update(chunk)
-                    tail = (tail + chunk)[-_TAIL:]
-                    if temp.hold(chunk) >= self._spill:
-                        await anyio.to_thread.run_sync(temp.spill)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise DownloadError(f"download failed: {type(exc).__name__}", url=url) from exc
-        if declared is not None and size != declared:
-            raise DownloadError(f"truncated: got {size} of {declared} bytes", url=url)
-        if fmt is None:
-            if head and sniff_format(head) is None:
-                raise DownloadError(
-                    "response is not a png, jpeg or webp image", url=url, retryable=False
-                )
-            raise DownloadError("empty or truncated response", url=url)
-        if not looks_complete(fmt, tail, size, head):
-            raise DownloadError(f"truncated: the {fmt} data ends early", url=url)
-        return sha.hexdigest(), size, fmt
+            info = os.stat(self.root / name)
+        except OSError:
+            return None
+        return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def write_text_atomic(path: Path, pieces: Iterable[str]) -> None:
+    """Write the text ``pieces`` to ``path`` (temporary file, fsync, rename) so readers see
+    the old or the new file, never half of it. A planted symlink at ``path`` is replaced,
+    never followed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for piece in pieces:
+                f.write(piece)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def files_missing(root: str, jobs: Sequence[tuple[str, str]]) -> set[str]:
+    """Ids of the jobs, (id, images JSON text) each, whose image files are not all present:
+    each must be a regular file (not a link) of the recorded size, at its path relative to
+    ``root``; a job without images counts as missing them. Blocking."""
+    missing: set[str] = set()
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return {job_id for job_id, _ in jobs}
+    try:
+        for start in range(0, len(jobs), _CHECK_CHUNK):
+            chunk = jobs[start : start + _CHECK_CHUNK]
+            # One decode for many rows: a 100k-job resume pays the parser's setup once per
+            # chunk, not per row (and keeps no decoded image once checked).
+            decoded = json.loads("[" + ",".join(text for _, text in chunk) + "]")
+            for (job_id, _), images in zip(chunk, decoded, strict=True):
+                if not images or not _all_present(root_fd, images):
+                    missing.add(job_id)
+    finally:
+        os.close(root_fd)
+    return missing
+
+
+def _all_present(root_fd: int, images: list[dict[str, Any]]) -> bool:
+    for img in images:
+        try:
+            # A path relative to root_fd, as os.lstat(os.path.join(root, path)) would
+            # see it, without building the joined string.
+            info = os.stat(str(img.get("path", "")), dir_fd=root_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        if not stat.S_ISREG(info.st_mode) or info.st_size != img.get("bytes"):
+            return False
+    return True

@@ -9,19 +9,23 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from pipeline.providers.base import ImageRef, ProviderAdapter, TaskState, TaskStatus
+from pipeline.providers.base import (
+    ImageRef,
+    ListedTask,
+    ProviderAdapter,
+    TaskState,
+    TaskStatus,
+)
 from pipeline.providers.specs import PROVIDER_NAMES, SPECS, Cost, ProviderSpec
 
 if TYPE_CHECKING:
-    from pipeline.providers._registry import ADAPTERS, CancellableAdapter, create_adapter
-    from pipeline.providers._skills_video import RunningTask, SkillsVideoAdapter
+    from pipeline.providers._registry import ADAPTERS, create_adapter
+    from pipeline.providers._skills_video import SkillsVideoAdapter
     from pipeline.providers._wavespeed import WaveSpeedAdapter
 
 _LAZY = {
     "ADAPTERS": "pipeline.providers._registry",
-    "CancellableAdapter": "pipeline.providers._registry",
     "create_adapter": "pipeline.providers._registry",
-    "RunningTask": "pipeline.providers._skills_video",
     "SkillsVideoAdapter": "pipeline.providers._skills_video",
     "WaveSpeedAdapter": "pipeline.providers._wavespeed",
 }
@@ -38,12 +42,11 @@ __all__ = [
     "ADAPTERS",
     "PROVIDER_NAMES",
     "SPECS",
-    "CancellableAdapter",
     "Cost",
     "ImageRef",
+    "ListedTask",
     "ProviderAdapter",
     "ProviderSpec",
-    "RunningTask",
     "SkillsVideoAdapter",
     "TaskState",
     "TaskStatus",

@@ -52,6 +52,7 @@ from pipeline.errors import (
     RateLimited,
 )
 from pipeline.providers._body import ErrorBody, bad_response, parse_error_body, text_snippet
+from pipeline.providers.base import ProviderAdapter
 from pipeline.providers.specs import ProviderSpec
 
 MAX_ERROR_BODY = 64 * 1024
@@ -261,8 +262,9 @@ class HttpClient:
             self._session = None
 
 
-class HttpAdapter:
-    """What every adapter shares: the constructor, ``aclose`` and ``async with``.
+class HttpAdapter(ProviderAdapter):
+    """What every adapter shares: the constructor, ``aclose`` and ``async with`` (and the
+    protocol's defaults for listing and cancelling).
 
     Subclasses set ``spec`` (a ``ProviderSpec``) and talk through ``self._http``.
     """

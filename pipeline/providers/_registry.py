@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import aiohttp
 
 from pipeline.errors import UsageError
@@ -11,15 +9,6 @@ from pipeline.providers._skills_video import SkillsVideoAdapter
 from pipeline.providers._wavespeed import WaveSpeedAdapter
 from pipeline.providers.base import ProviderAdapter
 from pipeline.providers.specs import SPECS
-
-
-class CancellableAdapter(ProviderAdapter, Protocol):
-    """A :class:`ProviderAdapter` that can also try to cancel a task (both adapters are)."""
-
-    async def cancel(self, remote_id: str) -> bool:
-        """Ask the provider to stop the task; False when it cannot."""
-        ...
-
 
 ADAPTERS: dict[str, type[WaveSpeedAdapter] | type[SkillsVideoAdapter]] = {
     "wavespeed": WaveSpeedAdapter,
@@ -35,7 +24,7 @@ def create_adapter(
     session: aiohttp.ClientSession | None = None,
     usd_per_credit: float | None = None,
     request_timeout_s: float = 30.0,
-) -> CancellableAdapter:
+) -> ProviderAdapter:
     """Build the adapter for provider ``name``; ``base_url`` defaults to the spec's.
 
     Raises ``UsageError`` for an unknown provider name.

@@ -30,14 +30,13 @@ known), basis ``reported``; without usage, the spec's estimate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from pipeline.jobs import Job
 from pipeline.providers._body import Fields, bad_response
 from pipeline.providers._http import HttpAdapter
-from pipeline.providers.base import ImageRef, TaskState, TaskStatus
+from pipeline.providers.base import ImageRef, ListedTask, TaskState, TaskStatus
 from pipeline.providers.specs import SKILLS_VIDEO, Cost, ProviderSpec
 
 SUBMIT_PATH = "/api/v1/generation/kling-ai/o3-image"
@@ -132,29 +131,21 @@ def parse_generation(gen: Fields) -> TaskStatus:
     return TaskStatus(remote_id=remote_id, state=state, usage=usage)
 
 
-@dataclass(frozen=True, slots=True)
-class RunningTask:
-    """A generation from the running list, with the normalised ``input`` it was sent."""
-
-    remote_id: str
-    state: TaskState
-    input: dict[str, Any] = field(default_factory=dict, hash=False)
-    usage: dict[str, Any] = field(default_factory=dict, hash=False)
-
-    def matches(self, job: Job) -> bool:
-        """Whether this task could be ``job``'s submit: same prompt, and no field the
-        provider echoed contradicts the job. (``resolution`` may come back normalised,
-        e.g. ``1024x1024``, so only a ``1K``/``2K`` spelling is compared.)"""
-        if self.input.get("prompt") != job.prompt:
+def echo_matches(echoed: dict[str, Any], job: Job) -> bool:
+    """Whether a generation whose normalised ``input`` is ``echoed`` could be ``job``'s
+    submit: same prompt, and no field the provider echoed contradicts the job.
+    (``resolution`` may come back normalised, e.g. ``1024x1024``, so only a ``1K``/``2K``
+    spelling is compared.)"""
+    if echoed.get("prompt") != job.prompt:
+        return False
+    sent = request_for(job)
+    for key in ("aspect_ratio", "output_format", "n", "image_urls"):
+        value = echoed.get(key)
+        if value is not None and value != sent.get(key):
             return False
-        sent = request_for(job)
-        for key in ("aspect_ratio", "output_format", "n", "image_urls"):
-            echoed = self.input.get(key)
-            if echoed is not None and echoed != sent.get(key):
-                return False
-        res = self.input.get("resolution")
-        res = res.upper() if isinstance(res, str) else None
-        return res not in ("1K", "2K") or res == sent["resolution"]
+    res = echoed.get("resolution")
+    res = res.upper() if isinstance(res, str) else None
+    return res not in ("1K", "2K") or res == sent["resolution"]
 
 
 def _running_items(answer: object) -> list[Fields]:
@@ -195,7 +186,7 @@ class SkillsVideoAdapter(HttpAdapter):
         answer = await self._http.request("GET", POLL_PATH.format(id=quote(remote_id, safe="")))
         return parse_generation(Fields(answer, provider=self.spec.name))
 
-    async def running(self, limit: int = 100) -> list[RunningTask]:
+    async def running(self, limit: int = 100) -> list[ListedTask]:
         """Generations still queued or running (``limit`` clamped to 1..100)."""
         limit = max(1, min(100, limit))
         answer = await self._http.request("GET", RUNNING_PATH, params={"limit": str(limit)})
@@ -204,7 +195,7 @@ class SkillsVideoAdapter(HttpAdapter):
             _, state = _state(item)
             given = item.opt_obj("input")
             tasks.append(
-                RunningTask(
+                ListedTask(
                     remote_id=item.req_str("id"),
                     state=state,
                     input=dict(given.raw) if given is not None else {},
@@ -213,9 +204,11 @@ class SkillsVideoAdapter(HttpAdapter):
             )
         return tasks
 
-    async def cancel(self, remote_id: str) -> bool:
-        """skills.video documents no cancel endpoint: always False, sends nothing."""
-        return False
+    def matches(self, task: ListedTask, job: Job) -> bool:
+        """See ``echo_matches`` (a task listed without its input never matches)."""
+        return task.input is not None and echo_matches(task.input, job)
+
+    # skills.video documents no cancel endpoint: the protocol's default (False) holds.
 
     def cost(self, job: Job, status: TaskStatus) -> Cost:
         """Reported ``usage.total`` credits (and USD when ``usd_per_credit`` is known);

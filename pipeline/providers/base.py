@@ -3,6 +3,10 @@
 An adapter turns a :class:`~pipeline.jobs.Job` into the provider's request, and the
 provider's answers into :class:`TaskStatus`; it raises only :class:`ProviderError`
 subclasses. It knows nothing of rate limits, retries, polling schedules or state.
+
+Listing and cancelling are part of the protocol with defaults for APIs that lack them
+(``running`` answers None: "cannot list"; ``cancel`` answers False: "cannot cancel"), so
+an adapter subclassing :class:`ProviderAdapter` gets them for free.
 """
 
 from __future__ import annotations
@@ -54,8 +58,20 @@ class TaskStatus:
     retryable: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ListedTask:
+    """A task as the provider lists it. ``input``: what the submit asked for, as the
+    provider echoes it (None when the listing does not carry it)."""
+
+    remote_id: str
+    state: TaskState
+    input: dict[str, Any] | None = field(default=None, hash=False)
+    usage: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
 class ProviderAdapter(Protocol):
-    """Submit / poll / cost for one provider. Raises ``ProviderError`` subclasses only."""
+    """Submit / poll / list / cancel / cost for one provider. Raises ``ProviderError``
+    subclasses only."""
 
     spec: ProviderSpec
 
@@ -67,6 +83,20 @@ class ProviderAdapter(Protocol):
     async def poll(self, remote_id: str) -> TaskStatus:
         """Fetch the task's current status."""
         ...
+
+    async def running(self, limit: int = 100) -> list[ListedTask] | None:
+        """The provider's unfinished tasks (at most ``limit``), or None when the API does
+        not list them."""
+        return None
+
+    def matches(self, task: ListedTask, job: Job) -> bool:
+        """Whether ``task`` could be the one ``job``'s submit created (nothing it echoes
+        contradicts the job)."""
+        return False
+
+    async def cancel(self, remote_id: str) -> bool:
+        """Ask the provider to stop (or delete) the task; False when the API cannot."""
+        return False
 
     def cost(self, job: Job, status: TaskStatus) -> Cost:
         """What the finished task cost, by the provider's rule."""

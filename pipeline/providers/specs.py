@@ -54,6 +54,12 @@ class ProviderSpec:
     # Price rules.
     usd_per_image: dict[str, float] | None = None
     credits_per_image: dict[str, float] | None = None
+    # The submit reply reports the real charge (so a budget learns the price from the
+    # first reply); otherwise the price table is the charge.
+    cost_reported_on_submit: bool = False
+    # What the API offers beyond submit and poll (``ProviderAdapter.running``/``cancel``).
+    lists_unfinished: bool = False
+    cancels: bool = False
 
     def estimate(self, params: JobParams, usd_per_credit: float | None = None) -> Cost:
         """Estimated cost of one job before it is sent (for plans and budget reservations)."""
@@ -78,6 +84,7 @@ WAVESPEED = ProviderSpec(
     default_requests_per_second=2.0,
     default_max_concurrent=3,
     usd_per_image={"1k": 0.028, "2k": 0.028, "4k": 0.056},
+    cancels=True,  # by deleting the prediction
 )
 
 SKILLS_VIDEO = ProviderSpec(
@@ -93,6 +100,8 @@ SKILLS_VIDEO = ProviderSpec(
     default_max_concurrent=2,
     # The docs' example charges 20 credits for one 1K image; 2K is assumed double.
     credits_per_image={"1k": 20.0, "2k": 40.0},
+    cost_reported_on_submit=True,
+    lists_unfinished=True,
 )
 
 SPECS: dict[str, ProviderSpec] = {s.name: s for s in (WAVESPEED, SKILLS_VIDEO)}

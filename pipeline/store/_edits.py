@@ -1,23 +1,26 @@
-"""Syncing a manifest's jobs into the state table: new, edited and edited-back jobs.
+"""Syncing a manifest's jobs into the run state: new, edited, edited-back and removed jobs.
 
 A job is known by its id; what it asks for, by its fingerprint (defined here, with the
 document stored for each job). A known id whose fingerprint changed (the manifest was
 edited) is archived under ``<id>~<old fingerprint>`` with the ``superseded`` flag, and the
 id starts afresh; an id edited back to an archived version gets that row (and its work)
-back. Archived rows stay listed in the ledger.
+back. A job that left the manifest keeps its id and is flagged ``superseded``, and loses
+the flag when it comes back. Superseded rows stay listed in the ledger (with their cost)
+but are not part of the batch: every count of the batch leaves them out.
+
+``plan_sync`` decides; each backend carries the plan out in one transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from pipeline.jobs import Job, JobParams
-from pipeline.store._records import JobRecord, select_rows
 
 
 def job_document(job: Job, model: str) -> dict[str, Any]:
@@ -56,13 +59,8 @@ def fingerprint(doc: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def job_fingerprint(job: Job) -> str:
-    """``fingerprint(job_document(job, ...))`` without building the document."""
-    return job_fingerprints([job])[0]
-
-
 def job_fingerprints(jobs: Sequence[Job]) -> list[str]:
-    """``job_fingerprint`` of each job.
+    """``fingerprint(job_document(job, ...))`` of each job, without building documents.
 
     A resume fingerprints every job of the manifest; this spells out the same canonical
     JSON (sorted keys, ASCII, default separators) about five times faster, and spells
@@ -98,52 +96,55 @@ def _params_text(p: JobParams) -> str:
     )
 
 
-_INSERT = "INSERT INTO jobs(id, seq, provider, fingerprint, job) VALUES (?,?,?,?,?)"
-_ARCHIVE = "UPDATE jobs SET id = ?, flags = json_insert(flags, '$[#]', 'superseded') WHERE id = ?"
-_RESTORE = (
-    "UPDATE jobs SET id = ?, flags = (SELECT json_group_array(value) "
-    "FROM json_each(flags) WHERE value != 'superseded') WHERE id = ?"
-)
+@dataclass(slots=True)
+class SyncPlan:
+    """What a sync changes, in the order it must be done (archives free their ids first).
+
+    ``archive``: (id, archived id) pairs; ``restore``: (archived id, id) pairs;
+    ``insert``: (index in the batch, id, seq, provider, fingerprint); ``retire`` /
+    ``unretire``: ids that left the manifest / came back unchanged."""
+
+    archive: list[tuple[str, str]] = field(default_factory=list)
+    restore: list[tuple[str, str]] = field(default_factory=list)
+    insert: list[tuple[int, str, int, str, str]] = field(default_factory=list)
+    retire: list[str] = field(default_factory=list)
+    unretire: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.archive or self.restore or self.insert or self.retire or self.unretire)
 
 
-def sync_rows(
-    conn: sqlite3.Connection, wanted: Sequence[tuple[str, str, str]], document: Callable[[int], str]
-) -> tuple[dict[str, JobRecord], bool]:
-    """Bring the table in line with ``wanted``, (id, provider, fingerprint) per job, in
-    one transaction; ``document(k)`` is the stored text of the k-th job (only new jobs
-    need one). Returns every record keyed by id in ``seq`` order, and whether anything
-    changed. Runs in the store's worker thread."""
-    rows = select_rows(conn)
-    existing = {r[0]: r[3] for r in rows}  # id -> fingerprint, archived ids included
-    next_seq = rows[-1][1] + 1 if rows else 0
-    steps: list[tuple[str, list[tuple[Any, ...]]]] = []
+def archived_id(job_id: str, fp: str) -> str:
+    return f"{job_id}~{fp[:8]}"
 
-    def step(sql: str, args: tuple[Any, ...]) -> None:
-        if steps and steps[-1][0] == sql == _INSERT:
-            steps[-1][1].append(args)  # consecutive inserts go in one executemany
-        else:
-            steps.append((sql, [args]))
 
+def plan_sync(
+    existing: Iterable[tuple[str, str, bool]],
+    wanted: Sequence[tuple[str, str, str]],
+    next_seq: int,
+) -> SyncPlan:
+    """The changes that bring stored rows, (id, fingerprint, superseded) each archived
+    rows included, in line with ``wanted``, (id, provider, fingerprint) per job of the
+    batch. New rows get ``seq`` from ``next_seq`` on (in batch order)."""
+    stored = {job_id: (fp, superseded) for job_id, fp, superseded in existing}
+    plan = SyncPlan()
+    current: set[str] = set()
     for k, (job_id, provider, fp) in enumerate(wanted):
-        old_fp = existing.get(job_id)
-        if old_fp == fp:
+        current.add(job_id)
+        old = stored.get(job_id)
+        if old is not None and old[0] == fp:
+            if old[1]:  # it had left the manifest and is back as it was
+                plan.unretire.append(job_id)
             continue
-        if old_fp is not None:
-            step(_ARCHIVE, (f"{job_id}~{old_fp[:8]}", job_id))
-        archived = f"{job_id}~{fp[:8]}"
-        if archived in existing:
+        if old is not None:
+            plan.archive.append((job_id, archived_id(job_id, old[0])))
+        archived = archived_id(job_id, fp)
+        if archived in stored:
             # Edited back to an earlier version: its work is still good.
-            step(_RESTORE, (job_id, archived))
+            plan.restore.append((archived, job_id))
             continue
-        step(_INSERT, (job_id, next_seq + k, provider, fp, document(k)))
-    if not steps:
-        return {r[0]: JobRecord(r) for r in rows}, False
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for sql, args in steps:
-            conn.executemany(sql, args)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return {r[0]: JobRecord(r) for r in select_rows(conn)}, True
+        plan.insert.append((k, job_id, next_seq + k, provider, fp))
+    for job_id, (_, superseded) in stored.items():
+        if not superseded and job_id not in current:
+            plan.retire.append(job_id)
+    return plan

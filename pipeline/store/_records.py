@@ -1,46 +1,67 @@
-"""A job's row in the state table, and pausing the collector while building many.
+"""A job's row in the run state, as every backend hands it out.
 
-A :class:`JobRecord` keeps its JSON columns as the text sqlite holds and decodes each one
-the first time it is read: a resume of 100k completed jobs decodes hardly any (the file
-check decodes the images of many rows at once, the ledger splices the stored text as it
-is, and costs repeat: their decoded values are shared).
+A :class:`JobRecord` keeps its JSON columns as the text the store holds and decodes each
+one the first time it is read: a resume of 100k completed jobs decodes hardly any (the
+file check decodes the images of many rows at once, the ledger splices the stored text as
+it is, and costs repeat: their decoded values are shared).
+
+The row layout (:class:`JobRow`) is the one contract between the backends and their
+readers: a backend selects exactly these columns, in this order, and readers use the
+field names, never positions.
 """
 
 from __future__ import annotations
 
-import gc
 import json
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
-from operator import itemgetter
-from typing import Any
+from collections.abc import Iterable
+from functools import partial
+from operator import attrgetter
+from typing import Any, NamedTuple
 
-# In the order of JobRecord's properties; sqlite counts the images, so totals need no
-# decoding.
-COLUMNS = (
-    "id, seq, provider, fingerprint, status, remote_id, attempts, submitted_at, completed_at, "
-    "latency_s, job, images, cost, usage, error, flags, duplicate_cost, "
-    "json_array_length(images)"
-)
+from pipeline.jobs import Flag, JobStatus
 
 
-def select_rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-    """Every job row as ``COLUMNS``, in ``seq`` order."""
-    rows = conn.execute(f"SELECT {COLUMNS} FROM jobs").fetchall()
-    # Sorted here, not by sqlite: its sorter copies each whole row (a 100k-job table
-    # took 0.3 s more), while rows come almost in seq order, which Timsort merely checks.
-    rows.sort(key=itemgetter(1))
-    return rows
+class JobRow(NamedTuple):
+    """One job row: scalar columns, then the JSON columns as stored text."""
+
+    id: str
+    seq: int
+    provider: str
+    fingerprint: str
+    status: str  # a JobStatus value
+    remote_id: str | None
+    attempts: int
+    submitted_at: str | None
+    completed_at: str | None
+    latency_s: float | None
+    job_json: str  # the job document: what the ledger shows of the job
+    images_json: str
+    cost_json: str | None
+    usage_json: str
+    error_json: str | None
+    flags_json: str
+    duplicate_cost_json: str | None
+    image_count: int  # counted by the store, so totals need no decoding
 
 
+as_row = partial(tuple.__new__, JobRow)  # a plain tuple of the columns -> JobRow, in C
+
+
+def sort_rows(rows: Iterable[tuple[Any, ...]]) -> list[JobRow]:
+    """Rows as ``JobRow``, in ``seq`` order."""
+    out = list(map(as_row, rows))
+    # Sorted here, not by the database: sqlite's sorter copies each whole row (a 100k-job
+    # table took 0.3 s more), while rows come almost in seq order, which Timsort checks.
+    out.sort(key=_SEQ)
+    return out
+
+
+_SEQ = attrgetter("seq")
 _UNSET: Any = object()
-# Index of each JSON column in a row, and of its decoded value in a record's cache.
-_JSON_COLUMNS = ("job", "images", "cost", "usage", "error", "flags", "duplicate_cost")
-_FIRST_JSON = 10
-# Columns whose texts repeat across rows (the same price, the same usage object): their
-# decoded values are shared, so 100k rows cost a few parses, not 100k.
-_SHARED = frozenset({2, 3, 4, 6})
+# The JSON columns in row order, and whether their texts repeat across rows (the same
+# price, the same usage object): repeated ones are decoded once and shared.
+_JSON_FIELDS = JobRow._fields[10:17]
+_SHARED = frozenset({"cost_json", "usage_json", "error_json", "duplicate_cost_json"})
 _MEMO_SIZE = 4096
 _memo: dict[str, Any] = {}
 
@@ -68,159 +89,58 @@ def _loads_shared(text: str | None) -> Any:
         return value
 
 
-@contextmanager
-def gc_paused(*, promote: bool = False) -> Iterator[None]:
-    """Pause the cyclic garbage collector while building many long-lived objects.
-
-    With 100k jobs the heap holds millions of objects; building records or decoding
-    their columns triggers full collections that rescan all of it and find no garbage
-    (about a third of a resume's time). Only cycles wait longer to be freed.
-
-    ``promote``: what was built lives on (for the whole run, say): it is moved to the
-    collector's oldest generation on the way out, before the collector runs again.
-    Otherwise the next young collections each scan all of it once more, for nothing;
-    now only a full collection does. Garbage cycles made meanwhile wait for that full
-    collection too, so promote once per run, not in a loop. Nothing is promoted while
-    objects are frozen (``gc.freeze``): the unfreeze it takes would release them.
-    """
-    if not gc.isenabled():  # paused already (nested, or by another thread)
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-        if promote and gc.get_freeze_count() == 0:
-            gc.freeze()  # every tracked object to the permanent generation,
-            gc.unfreeze()  # and back into the oldest one: no scan either way
-    finally:
-        gc.enable()
+_DECODERS = tuple(_loads_shared if f in _SHARED else _loads for f in _JSON_FIELDS)
 
 
 class JobRecord:
-    """One row of the state table, as selected by ``COLUMNS`` (read-only).
+    """One job of the run state (read-only).
 
-    The scalar columns are properties; each JSON column is both its stored text
-    (``images_json``, spliced as is into the ledger) and its value (``images``), decoded
-    on first use and kept. Decoded values are shared (between reads, and between records
-    holding the same text): treat them as read-only. A plain class with slots: a resume
-    makes one per job, and a record that is never decoded holds nothing but its row.
+    ``row`` holds the columns; the properties give each JSON column decoded, on first use
+    (and kept). Decoded values are shared, between reads and between records holding the
+    same text: treat them as read-only. A plain class with slots: a resume makes one per
+    job, and a record that is never decoded holds nothing but its row.
     """
 
     __slots__ = ("_cache", "row")
 
-    def __init__(self, row: tuple[Any, ...]) -> None:
+    def __init__(self, row: JobRow) -> None:
         self.row = row
         self._cache: list[Any] | None = None  # decoded JSON columns, once one is read
 
     def __repr__(self) -> str:
-        return f"JobRecord(row={self.row!r})"
+        return f"JobRecord({self.row.id!r}, {self.row.status})"
 
     def _json(self, k: int) -> Any:
         cache = self._cache
         if cache is None:
-            cache = self._cache = [_UNSET] * len(_JSON_COLUMNS)
+            cache = self._cache = [_UNSET] * len(_JSON_FIELDS)
         value = cache[k]
         if value is _UNSET:
-            text = self.row[_FIRST_JSON + k]
-            value = cache[k] = _loads_shared(text) if k in _SHARED else _loads(text)
+            text: str | None = self.row[10 + k]  # type: ignore[assignment]
+            value = cache[k] = _DECODERS[k](text)
         return value
-
-    # -- scalar columns ---------------------------------------------------------------
 
     @property
     def id(self) -> str:
-        value: str = self.row[0]
-        return value
-
-    @property
-    def seq(self) -> int:
-        value: int = self.row[1]
-        return value
+        return self.row.id
 
     @property
     def provider(self) -> str:
-        value: str = self.row[2]
-        return value
+        return self.row.provider
 
     @property
-    def fingerprint(self) -> str:
-        value: str = self.row[3]
-        return value
-
-    @property
-    def status(self) -> str:
-        value: str = self.row[4]
-        return value
+    def status(self) -> JobStatus:
+        return JobStatus(self.row.status)
 
     @property
     def remote_id(self) -> str | None:
-        value: str | None = self.row[5]
-        return value
+        return self.row.remote_id
 
     @property
-    def attempts(self) -> int:
-        value: int = self.row[6]
-        return value
-
-    @property
-    def submitted_at(self) -> str | None:
-        value: str | None = self.row[7]
-        return value
-
-    @property
-    def completed_at(self) -> str | None:
-        value: str | None = self.row[8]
-        return value
-
-    @property
-    def latency_s(self) -> float | None:
-        value: float | None = self.row[9]
-        return value
-
-    @property
-    def image_count(self) -> int:
-        """``len(self.images)``, counted by sqlite."""
-        value: int = self.row[17]
-        return value
-
-    # -- JSON columns: stored text ----------------------------------------------------
-
-    @property
-    def job_json(self) -> str:
-        value: str = self.row[10]
-        return value
-
-    @property
-    def images_json(self) -> str:
-        value: str = self.row[11]
-        return value
-
-    @property
-    def cost_json(self) -> str | None:
-        value: str | None = self.row[12] or None
-        return value
-
-    @property
-    def usage_json(self) -> str:
-        value: str = self.row[13]
-        return value
-
-    @property
-    def error_json(self) -> str | None:
-        value: str | None = self.row[14] or None
-        return value
-
-    @property
-    def flags_json(self) -> str:
-        value: str = self.row[15]
-        return value
-
-    @property
-    def duplicate_cost_json(self) -> str | None:
-        value: str | None = self.row[16] or None
-        return value
-
-    # -- JSON columns: decoded --------------------------------------------------------
+    def superseded(self) -> bool:
+        """Edited or removed from the manifest: kept for the record (and its cost), not
+        part of the batch any more."""
+        return self.row.flags_json != "[]" and Flag.SUPERSEDED in self.flags
 
     @property
     def job(self) -> dict[str, Any]:
@@ -257,3 +177,18 @@ class JobRecord:
         """Estimated cost of submits that may have been charged twice (unknown outcomes)."""
         value: dict[str, Any] | None = self._json(6)
         return value
+
+    @property
+    def error_code(self) -> str | None:
+        error = self.error
+        code = error.get("code") if error else None
+        return str(code) if code is not None else None
+
+
+def spent(r: JobRecord) -> tuple[float, float]:
+    """USD and credits a job has cost, counting possible duplicate charges."""
+    cost = r.cost or {}
+    dup = r.duplicate_cost or {}
+    usd = (cost.get("usd") or 0.0) + (dup.get("usd") or 0.0)
+    credits = (cost.get("credits") or 0.0) + (dup.get("credits") or 0.0)
+    return usd, credits

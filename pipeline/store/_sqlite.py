@@ -1,30 +1,14 @@
-"""Durable run state in ``DIR/state.db`` (sqlite3, WAL, one writer).
+"""The run state in a sqlite file (``DIR/state.db`` by default): WAL, one writer.
 
-Resume protocol (write-ahead of every spend)
---------------------------------------------
-Each job row moves ``pending -> intent -> submitted -> completed | failed``:
+Implements :class:`~pipeline.store._base.RunStore` (its docstring gives the write-ahead
+protocol). Writes are many and small, so they share thread hops and commits
+(``pipeline.store._commit``): a write method returns only once the transaction holding
+*its* statement has committed, statements commit in the order they were queued, and a
+cancelled writer still returns only after its row is committed.
 
-- ``intent`` is committed *before* the submit request is sent;
-- ``submitted`` (with the provider's remote id) is committed as soon as the submit returns,
-  before anything else happens;
-- ``completed`` is committed only after every image file is on disk and verified.
-
-So after a crash: ``submitted`` jobs are polled by remote id, never resubmitted; ``intent``
-jobs have an unknown outcome (the process may have died after the provider accepted the
-request) and must be reconciled before they may be sent again; ``completed`` jobs are
-skipped when their files are still valid. ledger.json is always derived from this table.
-
-Group commit
-------------
-Writes are many and small, so they share thread hops and commits (``pipeline.store._commit``).
-Invariant: a write method returns only once the transaction holding *its* statement has
-committed, statements commit in the order they were queued, and a cancelled writer still
-returns only after its row is committed. Each step of a job is awaited before the next
-is queued, so the write-ahead order above holds exactly as with one commit per write.
-
-All access goes through one connection used from worker threads (``anyio.to_thread``),
-serialised by a one-slot ``CapacityLimiter``; readers in other processes (``pipeline
-status``) open their own connection and see committed rows thanks to WAL.
+All access goes through one connection used from worker threads, serialised by a
+one-slot ``CapacityLimiter``; readers in other processes (``pipeline status``) open their
+own connection and see committed rows thanks to WAL.
 """
 
 from __future__ import annotations
@@ -37,18 +21,12 @@ from typing import Any, TypeVar
 
 import anyio
 
-from pipeline.jobs import Job
+from pipeline import _gc
+from pipeline.jobs import Flag, Job, JobStatus
+from pipeline.store._base import Counters, Snapshot
 from pipeline.store._commit import GroupCommit
-from pipeline.store._edits import (
-    fingerprint,
-    job_document,
-    job_fingerprints,
-    stored_document,
-    sync_rows,
-)
-from pipeline.store._records import JobRecord, gc_paused, select_rows
-
-__all__ = ["JobRecord", "StateStore", "job_document", "read_snapshot"]
+from pipeline.store._edits import job_document, job_fingerprints, plan_sync, stored_document
+from pipeline.store._records import JobRecord, sort_rows
 
 T = TypeVar("T")
 
@@ -80,25 +58,81 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 """
 
+# The columns of a JobRow, in its order.
+_COLUMNS = (
+    "id, seq, provider, fingerprint, status, remote_id, attempts, submitted_at, completed_at, "
+    "latency_s, job, images, cost, usage, error, flags, duplicate_cost, "
+    "json_array_length(images)"
+)
+_SUPERSEDED = f"EXISTS (SELECT 1 FROM json_each(flags) WHERE value = '{Flag.SUPERSEDED}')"
+_ADD_FLAG = (
+    "UPDATE jobs SET flags = json_insert(flags, '$[#]', ?) "
+    "WHERE id = ? AND NOT EXISTS (SELECT 1 FROM json_each(flags) WHERE value = ?)"
+)
+_DROP_FLAG = (
+    "UPDATE jobs SET flags = (SELECT json_group_array(value) FROM json_each(flags) "
+    "WHERE value != ?) WHERE id = ?"
+)
 
-def read_snapshot(path: Path) -> tuple[dict[str, str], list[JobRecord], dict[str, tuple[int, int]]]:
-    """Meta, records and counters, read from another process (WAL lets it run alongside)."""
+
+def _select_rows(conn: sqlite3.Connection) -> list[JobRecord]:
+    with _gc.paused():
+        rows = sort_rows(conn.execute(f"SELECT {_COLUMNS} FROM jobs").fetchall())
+        return list(map(JobRecord, rows))
+
+
+def _counters(conn: sqlite3.Connection) -> Counters:
+    rows = conn.execute("SELECT provider, requests, rate_limited FROM counters")
+    return {p: (r, rl) for p, r, rl in rows}
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    """Meta, records and counters, read from another process (WAL lets it run alongside a
+    writer). Raises ``sqlite3.Error`` for a file that is not a state database."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         conn.execute("PRAGMA busy_timeout=5000")
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        rows = select_rows(conn)
-        counters = {
-            p: (r, rl)
-            for p, r, rl in conn.execute("SELECT provider, requests, rate_limited FROM counters")
-        }
+        return Snapshot(meta, _select_rows(conn), _counters(conn))
     finally:
         conn.close()
-    return meta, [JobRecord(r) for r in rows], counters
 
 
-class StateStore:
-    """The state database of one output folder. Open with ``await StateStore.open(path)``."""
+def _sync(conn: sqlite3.Connection, jobs: Sequence[Job], models: Mapping[str, str]) -> bool:
+    """Carry out ``plan_sync`` for ``jobs`` in one transaction; whether anything changed."""
+    existing = conn.execute(f"SELECT id, fingerprint, {_SUPERSEDED} FROM jobs").fetchall()
+    top = conn.execute("SELECT MAX(seq) FROM jobs").fetchone()[0]
+    fingerprints = job_fingerprints(jobs)
+    wanted = [(j.id, j.provider, fp) for j, fp in zip(jobs, fingerprints, strict=True)]
+    plan = plan_sync(((i, fp, bool(s)) for i, fp, s in existing), wanted, (top or -1) + 1)
+    if not plan:
+        return False
+    inserts = [
+        (job_id, seq, provider, fp, stored_document(job_document(jobs[k], models[provider])))
+        for k, job_id, seq, provider, fp in plan.insert
+    ]
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for job_id, archived in plan.archive:
+            conn.execute("UPDATE jobs SET id = ? WHERE id = ?", (archived, job_id))
+            conn.execute(_ADD_FLAG, (Flag.SUPERSEDED, archived, Flag.SUPERSEDED))
+        for archived, job_id in plan.restore:
+            conn.execute("UPDATE jobs SET id = ? WHERE id = ?", (job_id, archived))
+            conn.execute(_DROP_FLAG, (Flag.SUPERSEDED, job_id))
+        conn.executemany(
+            "INSERT INTO jobs(id, seq, provider, fingerprint, job) VALUES (?,?,?,?,?)", inserts
+        )
+        conn.executemany(_ADD_FLAG, [(Flag.SUPERSEDED, i, Flag.SUPERSEDED) for i in plan.retire])
+        conn.executemany(_DROP_FLAG, [(Flag.SUPERSEDED, i) for i in plan.unretire])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return True
+
+
+class SqliteStore:
+    """The state database at ``path``. Open with ``await SqliteStore.open(path)``."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
@@ -107,23 +141,35 @@ class StateStore:
         self._group = GroupCommit(self._run)
         self._synced = 0  # syncs that changed the table
 
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r}, {self._group!r})"
+
     @classmethod
-    async def open(cls, path: Path) -> StateStore:
+    async def open(cls, path: Path) -> SqliteStore:
+        """Open (creating it if needed) the state database at ``path``. Raises
+        ``OSError`` or ``sqlite3.Error`` when it cannot be opened or is not one."""
+
         def _open() -> sqlite3.Connection:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.executescript(SCHEMA)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout=5000")
+                conn.executescript(SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
             return conn
 
         return cls(await anyio.to_thread.run_sync(_open), path)
 
     @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
     def writes(self) -> int:
-        """How many changes this store has committed (compare two readings to learn
-        whether anything changed in between)."""
         return self._group.writes + self._synced
 
     @property
@@ -141,13 +187,13 @@ class StateStore:
     async def close(self) -> None:
         await self._run(lambda c: c.close())
 
-    # -- meta --------------------------------------------------------------------------
+    # -- meta and counters -------------------------------------------------------------
 
     async def get_meta(self) -> dict[str, str]:
         rows = await self._run(lambda c: c.execute("SELECT key, value FROM meta").fetchall())
         return dict(rows)
 
-    async def set_meta(self, values: dict[str, str]) -> None:
+    async def set_meta(self, values: Mapping[str, str]) -> None:
         items = list(values.items())
         await self._group.commit(
             lambda c: c.executemany(
@@ -157,64 +203,45 @@ class StateStore:
             )
         )
 
+    async def add_counters(self, provider: str, requests: int, rate_limited: int) -> None:
+        await self._write(
+            "INSERT INTO counters(provider, requests, rate_limited) VALUES (?, ?, ?) "
+            "ON CONFLICT(provider) DO UPDATE SET requests = requests + excluded.requests, "
+            "rate_limited = rate_limited + excluded.rate_limited",
+            (provider, requests, rate_limited),
+        )
+
+    async def counters(self) -> Counters:
+        return await self._run(_counters)
+
     # -- jobs --------------------------------------------------------------------------
-
-    async def sync_jobs(self, docs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, JobRecord]:
-        """Insert jobs not yet known; return every record keyed by id, in ``seq`` order.
-
-        A known id whose fingerprint changed (the manifest was edited) is archived under
-        ``<id>~<old fingerprint>`` with the ``superseded`` flag, and starts afresh; an id
-        edited back to an archived version gets that row back.
-        """
-
-        def _run_sync(c: sqlite3.Connection) -> tuple[dict[str, JobRecord], bool]:
-            wanted = [(job_id, doc["provider"], fingerprint(doc)) for job_id, doc in docs]
-            return sync_rows(c, wanted, lambda k: stored_document(docs[k][1]))
-
-        with gc_paused():
-            records, changed = await self._run(_run_sync)
-        self._synced += changed
-        return records
 
     async def sync_batch(
         self, jobs: Sequence[Job], models: Mapping[str, str]
     ) -> dict[str, JobRecord]:
-        """``sync_jobs`` for a batch's jobs (``models``: provider -> model name), building
-        the stored document only of jobs that are new or edited."""
+        def _run_sync(c: sqlite3.Connection) -> list[JobRecord]:
+            if _sync(c, jobs, models):
+                self._synced += 1
+            return _select_rows(c)
 
-        def _run_sync(c: sqlite3.Connection) -> tuple[dict[str, JobRecord], bool]:
-            fingerprints = job_fingerprints(jobs)
-            wanted = [(j.id, j.provider, fp) for j, fp in zip(jobs, fingerprints, strict=True)]
-
-            def document(k: int) -> str:
-                return stored_document(job_document(jobs[k], models[jobs[k].provider]))
-
-            return sync_rows(c, wanted, document)
-
-        with gc_paused():
-            records, changed = await self._run(_run_sync)
-        self._synced += changed
-        return records
+        return {r.id: r for r in await self._run(_run_sync)}
 
     async def records(self) -> list[JobRecord]:
-        with gc_paused():
-            return await self._run(lambda c: [JobRecord(r) for r in select_rows(c)])
+        return await self._run(_select_rows)
 
     async def mark_intent(self, job_id: str) -> None:
-        """Committed before the submit request is sent."""
         await self._write(
-            "UPDATE jobs SET status = 'intent', attempts = attempts + 1, error = NULL, "
-            "remote_id = NULL WHERE id = ?",
+            f"UPDATE jobs SET status = '{JobStatus.INTENT}', attempts = attempts + 1, "
+            "error = NULL, remote_id = NULL WHERE id = ?",
             (job_id,),
         )
 
     async def mark_submitted(
-        self, job_id: str, remote_id: str, at: str, usage: dict[str, Any]
+        self, job_id: str, remote_id: str, at: str, usage: Mapping[str, Any]
     ) -> None:
-        """Committed as soon as the submit returns, before anything else happens."""
         await self._write(
-            "UPDATE jobs SET status = 'submitted', remote_id = ?, submitted_at = ?, usage = ? "
-            "WHERE id = ?",
+            f"UPDATE jobs SET status = '{JobStatus.SUBMITTED}', remote_id = ?, "
+            "submitted_at = ?, usage = ? WHERE id = ?",
             (remote_id, at, json.dumps(usage), job_id),
         )
 
@@ -224,14 +251,13 @@ class StateStore:
         *,
         at: str,
         latency_s: float | None,
-        images: list[dict[str, Any]],
-        cost: dict[str, Any],
-        usage: dict[str, Any],
+        images: Sequence[Mapping[str, Any]],
+        cost: Mapping[str, Any],
+        usage: Mapping[str, Any],
     ) -> None:
-        """Committed only once every image is on disk and verified."""
         await self._write(
-            "UPDATE jobs SET status = 'completed', completed_at = ?, latency_s = ?, images = ?, "
-            "cost = ?, usage = ?, error = NULL WHERE id = ?",
+            f"UPDATE jobs SET status = '{JobStatus.COMPLETED}', completed_at = ?, "
+            "latency_s = ?, images = ?, cost = ?, usage = ?, error = NULL WHERE id = ?",
             (at, latency_s, json.dumps(images), json.dumps(cost), json.dumps(usage), job_id),
         )
 
@@ -240,12 +266,12 @@ class StateStore:
         job_id: str,
         *,
         at: str,
-        error: dict[str, Any],
-        cost: dict[str, Any] | None = None,
-        usage: dict[str, Any] | None = None,
+        error: Mapping[str, Any],
+        cost: Mapping[str, Any] | None = None,
+        usage: Mapping[str, Any] | None = None,
     ) -> None:
         await self._write(
-            "UPDATE jobs SET status = 'failed', completed_at = ?, error = ?, "
+            f"UPDATE jobs SET status = '{JobStatus.FAILED}', completed_at = ?, error = ?, "
             "cost = COALESCE(?, cost), usage = COALESCE(?, usage) WHERE id = ?",
             (
                 at,
@@ -256,23 +282,16 @@ class StateStore:
             ),
         )
 
-    async def set_images(self, job_id: str, images: list[dict[str, Any]]) -> None:
+    async def set_images(self, job_id: str, images: Sequence[Mapping[str, Any]]) -> None:
         await self._write("UPDATE jobs SET images = ? WHERE id = ?", (json.dumps(images), job_id))
 
-    async def note_error(self, job_id: str, error: dict[str, Any]) -> None:
-        """Record an error without changing the job's status."""
+    async def note_error(self, job_id: str, error: Mapping[str, Any]) -> None:
         await self._write("UPDATE jobs SET error = ? WHERE id = ?", (json.dumps(error), job_id))
 
     async def add_flag(self, job_id: str, flag: str) -> None:
-        await self._write(
-            "UPDATE jobs SET flags = json_insert(flags, '$[#]', ?) "
-            "WHERE id = ? AND NOT EXISTS (SELECT 1 FROM json_each(flags) WHERE value = ?)",
-            (flag, job_id, flag),
-        )
+        await self._write(_ADD_FLAG, (flag, job_id, flag))
 
     async def add_duplicate_cost(self, job_id: str, usd: float, credits: float) -> None:
-        """Count the estimated cost of a submit that may have been charged a second time."""
-
         def _add(c: sqlite3.Connection) -> None:
             # Runs inside the batch's transaction: the read and the update are atomic.
             row = c.execute("SELECT duplicate_cost FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -281,17 +300,3 @@ class StateStore:
             c.execute("UPDATE jobs SET duplicate_cost = ? WHERE id = ?", (json.dumps(new), job_id))
 
         await self._group.commit(_add)
-
-    async def add_counters(self, provider: str, requests: int, rate_limited: int) -> None:
-        await self._write(
-            "INSERT INTO counters(provider, requests, rate_limited) VALUES (?, ?, ?) "
-            "ON CONFLICT(provider) DO UPDATE SET requests = requests + excluded.requests, "
-            "rate_limited = rate_limited + excluded.rate_limited",
-            (provider, requests, rate_limited),
-        )
-
-    async def counters(self) -> dict[str, tuple[int, int]]:
-        rows = await self._run(
-            lambda c: c.execute("SELECT provider, requests, rate_limited FROM counters").fetchall()
-        )
-        return {p: (r, rl) for p, r, rl in rows}

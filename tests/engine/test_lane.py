@@ -11,7 +11,7 @@ from pipeline.engine._lane import MAX_PAUSE_S, MAX_POLL_FAILURES, Lane, LaneStop
 from pipeline.engine._polling import PollSchedule, PollSettings
 from pipeline.errors import AuthError, InsufficientCredits, ProviderError, RateLimited
 from pipeline.jobs import Job, JobParams, ProviderSettings
-from pipeline.providers.base import TaskState, TaskStatus
+from pipeline.providers.base import ProviderAdapter, TaskState, TaskStatus
 from pipeline.providers.specs import WAVESPEED, Cost, ProviderSpec
 
 pytestmark = pytest.mark.anyio
@@ -27,9 +27,9 @@ def _not_found() -> ProviderError:
     return ProviderError("no such task", provider="wavespeed", http_status=404, retryable=False)
 
 
-class ScriptedAdapter:
+class ScriptedAdapter(ProviderAdapter):
     """A provider adapter (not an HTTP mock) that answers from scripts, then repeats the
-    last answer."""
+    last answer (the protocol's defaults for listing and cancelling)."""
 
     spec: ProviderSpec = WAVESPEED
 
@@ -97,7 +97,7 @@ async def test_rate_limited_polls_pause_and_carry_on() -> None:
         lane = _lane(adapter, clock)
         final = await lane.wait(JOB, QUEUED, clock.now())
     assert final.state is TaskState.COMPLETED
-    assert lane.counters.rate_limited == 2
+    assert lane.stats().rate_limited == 2
     assert lane.stopped is None
 
 

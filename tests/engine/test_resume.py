@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from pipeline.emulator import EmulatorConfig, EmulatorServer, FaultProfile, serve
-from pipeline.engine._resume import files_missing, plan_work
+from pipeline.engine._resume import WorkItem, plan_work, to_check
 from pipeline.engine._runner import run_batch
+from pipeline.jobs import Batch
+from pipeline.outputs._local import LocalFolder, files_missing
 from pipeline.store._records import JobRecord
-from pipeline.store._sqlite import StateStore
+from pipeline.store._sqlite import SqliteStore
 from tests.scheduler_support import check_images_match_ledger, emulator_options, make_batch
 
 pytestmark = pytest.mark.anyio
@@ -64,7 +66,7 @@ async def _completed_state(out: Path, images_per_job: list[int]) -> dict[str, Jo
     on disk (k bytes for the k-th image), remote ids for even jobs only; its records."""
     batch = make_batch(out, [("wavespeed", f"p{i}") for i in range(len(images_per_job))])
     (out / "images").mkdir(parents=True)
-    state = await StateStore.open(out / "state.db")
+    state = await SqliteStore.open(out / "state.db")
     await state.sync_batch(batch.jobs, {"wavespeed": "m"})
     for i, count in enumerate(images_per_job):
         images = []
@@ -81,12 +83,21 @@ async def _completed_state(out: Path, images_per_job: list[int]) -> dict[str, Jo
     return records
 
 
+async def _work(batch: Batch, records: dict[str, JobRecord]) -> list[WorkItem]:
+    broken = await LocalFolder(Path(batch.output_dir)).missing(to_check(batch, records))
+    return plan_work(batch, records, broken, retry_failed=False)
+
+
+def _images(records: list[JobRecord]) -> list[tuple[str, str]]:
+    return [(r.id, r.row.images_json) for r in records]
+
+
 async def test_completed_jobs_with_their_files_need_nothing(tmp_path: Path) -> None:
     """Every file present, of its recorded size: nothing to do."""
     records = await _completed_state(tmp_path, [1, 2, 3])
     batch = make_batch(tmp_path, [("wavespeed", f"p{i}") for i in range(3)])
-    assert plan_work(batch, records, retry_failed=False) == []
-    assert files_missing(str(tmp_path), list(records.values())) == set()
+    assert await _work(batch, records) == []
+    assert files_missing(str(tmp_path), _images(list(records.values()))) == set()
 
 
 async def test_a_file_gone_short_linked_or_not_a_file_is_fetched_again(tmp_path: Path) -> None:
@@ -103,7 +114,7 @@ async def test_a_file_gone_short_linked_or_not_a_file_is_fetched_again(tmp_path:
     (images / "job3-1.png").unlink()
     (images / "job3-1.png").mkdir()  # a directory where a file belongs
     batch = make_batch(tmp_path, [("wavespeed", f"p{i}") for i in range(7)])
-    work = plan_work(batch, records, retry_failed=False)
+    work = await _work(batch, records)
     assert [(w.job.id, w.remote_id, w.flags) for w in work] == [
         ("job0", "remote0", ("redownloaded",)),
         ("job2", "remote2", ("redownloaded",)),
@@ -111,7 +122,7 @@ async def test_a_file_gone_short_linked_or_not_a_file_is_fetched_again(tmp_path:
         ("job3", None, ("regenerated",)),
         ("job5", None, ("regenerated",)),
     ]
-    assert files_missing(str(tmp_path / "nowhere"), list(records.values())) == set(records)
+    assert files_missing(str(tmp_path / "nowhere"), _images(list(records.values()))) == set(records)
 
 
 async def test_image_paths_resolve_against_a_relative_output_folder(
@@ -124,9 +135,9 @@ async def test_image_paths_resolve_against_a_relative_output_folder(
     outside.write_bytes(b"x")
     job1 = records["job1"]
     moved = JobRecord(
-        (*job1.row[:11], json.dumps([{"path": str(outside), "bytes": 1}]), *job1.row[12:])
+        job1.row._replace(images_json=json.dumps([{"path": str(outside), "bytes": 1}]))
     )
     monkeypatch.chdir(tmp_path)
-    assert files_missing("out", [records["job0"], moved]) == set()
+    assert files_missing("out", _images([records["job0"], moved])) == set()
     outside.unlink()
-    assert files_missing("out", [records["job0"], moved]) == {"job1"}
+    assert files_missing("out", _images([records["job0"], moved])) == {"job1"}

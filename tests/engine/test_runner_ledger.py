@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.emulator import EmulatorServer
 from pipeline.engine._runner import run_batch
-from pipeline.store._sqlite import StateStore
+from pipeline.store._sqlite import SqliteStore
 from tests.scheduler_support import check_images_match_ledger, emulator_options, make_batch
 
 pytestmark = pytest.mark.anyio
@@ -68,7 +68,7 @@ async def test_resume_rewrites_a_ledger_it_cannot_vouch_for(
     elif change == "edited":
         path.write_text(path.read_text().replace('"finished": true', '"finished": false'))
     elif change == "unstamped":
-        state = await StateStore.open(tmp_path / "state.db")
+        state = await SqliteStore.open(tmp_path / "state.db")
         await state.set_meta({"ledger": ""})
         await state.close()
     else:
@@ -125,7 +125,7 @@ async def test_files_moved_on_resume_are_in_the_final_ledger(
     edited = replace(batch, jobs=(replace(batch.jobs[0], prompt="a, but blue"),))
     await run_batch(edited, emulator_options(emulator))
     # As if a crash came between moving a file and recording it: recorded under another name.
-    state = await StateStore.open(tmp_path / "state.db")
+    state = await SqliteStore.open(tmp_path / "state.db")
     archived = next(r for r in await state.records() if "superseded" in r.flags)
     image = archived.images[0]
     stale = "images/somewhere-else-1.png"

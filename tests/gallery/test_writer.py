@@ -48,7 +48,7 @@ async def test_report_of_a_real_batch_shows_every_image_failure_and_pending_job(
     manifest = tmp_path / "m.yaml"
     manifest.write_text(MANIFEST, encoding="utf-8")
     out = tmp_path / "out"
-    batch = load_manifest(manifest, output_dir=str(out))
+    batch = load_manifest(manifest, out=str(out))
     options = RunOptions(
         base_urls={p: emulator.base_url for p in PROVIDERS},
         api_keys={p: "test-key" for p in PROVIDERS},

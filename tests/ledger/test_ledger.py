@@ -17,19 +17,21 @@ from pipeline.ledger._document import (
     entry_json,
     job_entry,
     ledger_document,
-    write_json_atomic,
 )
 from pipeline.ledger._sink import LEDGER_INTERVAL_S, rewrite_pause
-from pipeline.store._records import JobRecord
-from pipeline.store._sqlite import StateStore, job_document
+from pipeline.outputs._local import write_text_atomic
+from pipeline.store._records import JobRecord, JobRow
+from pipeline.store._sqlite import SqliteStore
+
+MODELS = {"wavespeed": "kling-image-o3"}
 
 pytestmark = pytest.mark.anyio
 
 HEADER = LedgerHeader("batch", "m.yaml", "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", False)
 
 
-def _job(job_id: str, prompt: str, **params: Any) -> tuple[str, dict[str, Any]]:
-    job = Job(
+def _job(job_id: str, prompt: str, **params: Any) -> Job:
+    return Job(
         id=job_id,
         prompt_id=job_id,
         provider="wavespeed",
@@ -37,22 +39,19 @@ def _job(job_id: str, prompt: str, **params: Any) -> tuple[str, dict[str, Any]]:
         params=JobParams(**params),
         variant={"style": "noir"},
     )
-    return job_id, job_document(job, "kling-image-o3")
 
 
-async def _varied_store(tmp_path: Path) -> StateStore:
+async def _varied_store(tmp_path: Path) -> SqliteStore:
     """A state holding one job in every status, flags, odd floats and non-ASCII text."""
-    store = await StateStore.open(tmp_path / "state.db")
-    await store.sync_jobs(
-        [
-            _job("done", 'Café au lait, «noir» "quoted" \\ slash\n', n=2),
-            _job("failed", "a failure", image_urls=("https://x/1.png", "https://x/2.png")),
-            _job("intent", "sent, reply lost"),
-            _job("running", "polling"),
-            _job("waiting", "not started"),
-            _job("edited", "before the edit"),
-        ]
-    )
+    store = await SqliteStore.open(tmp_path / "state.db")
+    jobs = [
+        _job("done", 'Café au lait, «noir» "quoted" \\ slash\n', n=2),
+        _job("failed", "a failure", image_urls=("https://x/1.png", "https://x/2.png")),
+        _job("intent", "sent, reply lost"),
+        _job("running", "polling"),
+        _job("waiting", "not started"),
+    ]
+    await store.sync_batch([*jobs, _job("edited", "before the edit")], MODELS)
     await store.mark_completed(
         "done",
         at="2026-01-01T00:00:05Z",
@@ -72,7 +71,7 @@ async def _varied_store(tmp_path: Path) -> StateStore:
     await store.add_duplicate_cost("intent", 0.028, 0.0)
     await store.mark_intent("running")
     await store.mark_submitted("running", "r-1", "2026-01-01T00:00:01Z", {})
-    await store.sync_jobs([_job("edited", "after the edit")])  # archives the old row
+    await store.sync_batch([*jobs, _job("edited", "after the edit")], MODELS)  # archives one
     await store.add_counters("wavespeed", 9, 2)
     return store
 
@@ -89,13 +88,13 @@ async def test_spliced_lines_equal_the_decoded_entries(tmp_path: Path) -> None:
 
 
 async def test_written_ledger_is_the_same_document(tmp_path: Path) -> None:
-    """write_json_atomic of the fast document reads back equal to build_ledger's dicts."""
+    """The fast document, encoded and written, reads back equal to build_ledger's dicts."""
     store = await _varied_store(tmp_path)
     records = await store.records()
     counters = await store.counters()
     await store.close()
     path = tmp_path / "ledger.json"
-    write_json_atomic(path, ledger_document(HEADER, records, counters))
+    write_text_atomic(path, encode_document(ledger_document(HEADER, records, counters)))
     text = path.read_text(encoding="utf-8")
     assert json.loads(text) == build_ledger(HEADER, records, counters)
     # Readable: one job per line after the indented header.
@@ -134,7 +133,7 @@ def test_any_document_encodes_to_valid_json(document: dict[str, Any]) -> None:
 
 def test_unreadable_stored_document_falls_back_to_the_decoded_entry() -> None:
     """A job document not in the ledger's shape is re-encoded, not spliced."""
-    row: tuple[Any, ...] = (
+    row = JobRow(
         *("a", 0, "wavespeed", "f" * 16, "pending", None, 0, None, None, None),
         '{"prompt": "p", "provider": "wavespeed"}',
         *("[]", None, "{}", None, "[]", None, 0),

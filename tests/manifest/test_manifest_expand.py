@@ -327,7 +327,7 @@ def test_output_dir_precedence(
     """--out beats the manifest's output_dir, which beats out/<name>."""
     extra = f"output_dir: {manifest_out}\n" if manifest_out else ""
     path = write("m.yaml", f"name: m\n{extra}prompts: [x]\n")
-    assert load_manifest(path, output_dir=cli_out).output_dir == expected
+    assert load_manifest(path, out=cli_out).output_dir == expected
 
 
 def test_provider_settings_for_used_providers(write: Write) -> None:

@@ -15,7 +15,8 @@ from PIL import Image
 from pipeline.emulator import EmulatorServer
 from pipeline.engine._runner import exit_code, run_batch
 from pipeline.errors import DownloadError
-from pipeline.outputs._local import MAX_STEM, Downloader
+from pipeline.outputs._imagecheck import MAX_STEM
+from pipeline.outputs._local import LocalFolder
 from tests.scheduler_support import check_images_match_ledger, emulator_options, make_batch
 
 pytestmark = pytest.mark.anyio
@@ -80,7 +81,7 @@ async def test_images_folder_symlinked_elsewhere_is_refused(
     out, elsewhere = layout
     (out / "images").symlink_to(elsewhere, target_is_directory=True)
     with pytest.raises(DownloadError, match="not a directory inside") as info:
-        await Downloader(out, session=session).fetch(image_url, "job-1")
+        await LocalFolder(out, session=session).fetch(image_url, "job-1")
     assert info.value.retryable is False
     _untouched(elsewhere)
 
@@ -92,7 +93,7 @@ async def test_images_folder_that_is_a_file_is_refused(
     out, elsewhere = layout
     (out / "images").symlink_to(elsewhere / "missing")
     with pytest.raises(DownloadError):
-        await Downloader(out, session=session).fetch(image_url, "job-1")
+        await LocalFolder(out, session=session).fetch(image_url, "job-1")
     assert (out / "images").is_symlink()
     _untouched(elsewhere)
 
@@ -105,7 +106,7 @@ async def test_final_name_symlink_is_replaced_not_followed(
     (out / "images").mkdir()
     link = out / "images" / "job-1.png"
     link.symlink_to(elsewhere / "precious")
-    stored = await Downloader(out, session=session).fetch(image_url, "job-1")
+    stored = await LocalFolder(out, session=session).fetch(image_url, "job-1")
     assert stored.path == "images/job-1.png"
     assert not link.is_symlink()
     assert link.read_bytes() == _png()
@@ -124,7 +125,7 @@ async def test_planted_part_symlink_is_never_followed(
     images = out / "images"
     images.mkdir()
     (images / "job-1.part").symlink_to(elsewhere / "precious")
-    downloader = Downloader(out, session=session)
+    downloader = LocalFolder(out, session=session)
     stored = await downloader.fetch(image_url, "job-1")
     assert (out / stored.path).read_bytes() == _png()
     _untouched(elsewhere)
@@ -148,7 +149,7 @@ async def test_unsafe_stems_are_refused(
     """Stems that could leave images/ (or hide in it) are refused before any I/O."""
     out, elsewhere = layout
     with pytest.raises(DownloadError, match="unsafe") as info:
-        await Downloader(out, session=session).fetch(image_url, stem)
+        await LocalFolder(out, session=session).fetch(image_url, stem)
     assert info.value.retryable is False
     assert list(out.iterdir()) == []
     _untouched(elsewhere)
@@ -165,7 +166,7 @@ async def test_leftover_parts_are_swept_without_following_links(
     (images / "job-1.0123456789abcdef.part").write_bytes(b"half an image")
     (images / "trap.part").symlink_to(elsewhere / "precious")
     (images / "keep.png").write_bytes(b"not ours to judge")
-    stored = await Downloader(out, session=session).fetch(image_url, "job-2")
+    stored = await LocalFolder(out, session=session).fetch(image_url, "job-2")
     assert sorted(p.name for p in images.iterdir()) == ["job-2.png", "keep.png"]
     assert stored.path == "images/job-2.png"
     _untouched(elsewhere)
@@ -179,12 +180,12 @@ async def test_sweep_at_run_start_is_safe(
     images = out / "images"
     images.mkdir()
     (images / "job-1.0123456789abcdef.part").write_bytes(b"half")
-    await Downloader(out, session=session).sweep()
+    await LocalFolder(out, session=session).sweep()
     assert list(images.iterdir()) == []
     images.rmdir()
     images.symlink_to(elsewhere, target_is_directory=True)
     (elsewhere / "theirs.part").write_bytes(b"not ours")
-    await Downloader(out, session=session).sweep()
+    await LocalFolder(out, session=session).sweep()
     assert (elsewhere / "theirs.part").read_bytes() == b"not ours"
 
 
@@ -193,7 +194,7 @@ async def test_discard_removes_a_stored_image(
 ) -> None:
     """A stored image of a job that failed later is removed again."""
     out, _ = layout
-    downloader = Downloader(out, session=session)
+    downloader = LocalFolder(out, session=session)
     stored = await downloader.fetch(image_url, "job-1")
     await downloader.discard(stored)
     assert list((out / "images").iterdir()) == []

@@ -16,7 +16,8 @@ from aiohttp import web
 from PIL import Image
 
 from pipeline.errors import DownloadError
-from pipeline.outputs._local import Downloader, looks_complete, sniff_format
+from pipeline.outputs._imagecheck import looks_complete, sniff_format
+from pipeline.outputs._local import LocalFolder
 
 pytestmark = pytest.mark.anyio
 
@@ -120,14 +121,14 @@ async def image_server() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def downloader(tmp_path: Path) -> AsyncIterator[Downloader]:
+async def downloader(tmp_path: Path) -> AsyncIterator[LocalFolder]:
     """A downloader writing under tmp_path with a 4 KB cap."""
     async with aiohttp.ClientSession() as session:
-        yield Downloader(tmp_path, session=session, max_bytes=4096, timeout_s=5)
+        yield LocalFolder(tmp_path, session=session, max_bytes=4096, timeout_s=5)
 
 
 async def test_good_image_is_stored_with_its_facts(
-    image_server: str, downloader: Downloader, tmp_path: Path
+    image_server: str, downloader: LocalFolder, tmp_path: Path
 ) -> None:
     """A PNG lands under images/ with sha256, size and dimensions recorded."""
     stored = await downloader.fetch(f"{image_server}/good.png", "job-1")
@@ -137,7 +138,7 @@ async def test_good_image_is_stored_with_its_facts(
     assert (stored.width, stored.height, stored.format, stored.bytes) == (40, 30, "png", len(data))
 
 
-async def test_extension_follows_the_bytes(image_server: str, downloader: Downloader) -> None:
+async def test_extension_follows_the_bytes(image_server: str, downloader: LocalFolder) -> None:
     """A JPEG is saved as .jpg whatever was asked for."""
     stored = await downloader.fetch(f"{image_server}/photo.jpg", "job-2")
     assert stored.path.endswith(".jpg")
@@ -158,7 +159,7 @@ async def test_extension_follows_the_bytes(image_server: str, downloader: Downlo
 )
 async def test_bad_downloads_leave_no_file(
     image_server: str,
-    downloader: Downloader,
+    downloader: LocalFolder,
     tmp_path: Path,
     path: str,
     retryable: bool,
@@ -171,7 +172,7 @@ async def test_bad_downloads_leave_no_file(
     assert list((tmp_path / "images").iterdir()) == []
 
 
-async def test_only_http_urls(downloader: Downloader) -> None:
+async def test_only_http_urls(downloader: LocalFolder) -> None:
     """file:// and other schemes are refused before any I/O."""
     with pytest.raises(DownloadError, match="not http"):
         await downloader.fetch("file:///etc/passwd", "x")
@@ -188,7 +189,7 @@ def test_sniff_format() -> None:
 async def test_stalled_body_times_out(image_server: str, tmp_path: Path) -> None:
     """A server that stops sending mid-body cannot hang a download: retryable error."""
     async with aiohttp.ClientSession() as session:
-        downloader = Downloader(tmp_path, session=session, timeout_s=0.5)
+        downloader = LocalFolder(tmp_path, session=session, timeout_s=0.5)
         with anyio.fail_after(10):
             with pytest.raises(DownloadError, match="download failed") as info:
                 await downloader.fetch(f"{image_server}/stalled.png", "slow")
@@ -216,10 +217,10 @@ async def test_images_larger_than_the_spill_size_are_written_in_parts(
     """With a 16-byte spill size the bytes go to the temp file as they arrive and the
     header is read back from it: the stored bytes and facts are the same."""
     async with aiohttp.ClientSession() as session:
-        whole = await Downloader(tmp_path / "whole", session=session).fetch(
+        whole = await LocalFolder(tmp_path / "whole", session=session).fetch(
             f"{image_server}{path}", "job"
         )
-        parts = await Downloader(tmp_path / "parts", session=session, spill_bytes=16).fetch(
+        parts = await LocalFolder(tmp_path / "parts", session=session, spill_bytes=16).fetch(
             f"{image_server}{path}", "job"
         )
     assert parts == whole
@@ -235,7 +236,7 @@ async def test_failures_after_a_spill_leave_no_file(
 ) -> None:
     """A download that fails once part of it is on disk removes its temp file."""
     async with aiohttp.ClientSession() as session:
-        downloader = Downloader(tmp_path, session=session, spill_bytes=16)
+        downloader = LocalFolder(tmp_path, session=session, spill_bytes=16)
         with pytest.raises(DownloadError):
             await downloader.fetch(f"{image_server}{path}", "bad")
     assert list((tmp_path / "images").iterdir()) == []

@@ -12,27 +12,34 @@ from hypothesis import strategies as st
 
 from pipeline.jobs import Job, JobParams
 from pipeline.ledger._document import LedgerHeader, build_ledger
-from pipeline.store._edits import fingerprint, job_fingerprint, job_fingerprints
-from pipeline.store._sqlite import StateStore, job_document, read_snapshot
+from pipeline.store._edits import fingerprint, job_document, job_fingerprints
+from pipeline.store._records import JobRecord
+from pipeline.store._sqlite import SqliteStore, read_snapshot
 
 pytestmark = pytest.mark.anyio
 # (the hypothesis test below is synchronous: the mark does not apply to it)
 
 
-def _doc(prompt: str, job_id: str = "a") -> tuple[str, dict[str, object]]:
-    job = Job(id=job_id, prompt_id=job_id, provider="wavespeed", prompt=prompt, params=JobParams())
-    return job_id, job_document(job, "kling-image-o3")
+MODELS = {"wavespeed": "kling-image-o3", "skills_video": "kling-ai/o3-image"}
+
+
+def _doc(prompt: str, job_id: str = "a") -> Job:
+    return Job(id=job_id, prompt_id=job_id, provider="wavespeed", prompt=prompt, params=JobParams())
+
+
+def _rows(path: Path) -> list[JobRecord]:
+    return read_snapshot(path).records
 
 
 async def test_statuses_follow_the_write_ahead_protocol(tmp_path: Path) -> None:
     """intent -> submitted (with remote id) -> completed, each committed and visible."""
-    store = await StateStore.open(tmp_path / "state.db")
-    await store.sync_jobs([_doc("cat")])
+    store = await SqliteStore.open(tmp_path / "state.db")
+    await store.sync_batch([_doc("cat")], MODELS)
     await store.mark_intent("a")
-    _, rows, _ = read_snapshot(tmp_path / "state.db")
-    assert (rows[0].status, rows[0].remote_id, rows[0].attempts) == ("intent", None, 1)
+    rows = _rows(tmp_path / "state.db")
+    assert (rows[0].status, rows[0].remote_id, rows[0].row.attempts) == ("intent", None, 1)
     await store.mark_submitted("a", "r-1", "2026-01-01T00:00:00Z", {"total": 20})
-    _, rows, _ = read_snapshot(tmp_path / "state.db")
+    rows = _rows(tmp_path / "state.db")
     assert (rows[0].status, rows[0].remote_id) == ("submitted", "r-1")
     await store.mark_completed(
         "a",
@@ -42,7 +49,7 @@ async def test_statuses_follow_the_write_ahead_protocol(tmp_path: Path) -> None:
         cost={"usd": 0.028},
         usage={},
     )
-    _, rows, _ = read_snapshot(tmp_path / "state.db")
+    rows = _rows(tmp_path / "state.db")
     assert rows[0].status == "completed"
     assert rows[0].images == [{"path": "images/a-1.png"}]
     await store.close()
@@ -50,15 +57,15 @@ async def test_statuses_follow_the_write_ahead_protocol(tmp_path: Path) -> None:
 
 async def test_edited_job_is_archived_and_restored(tmp_path: Path) -> None:
     """Changing a job keeps the old row (superseded); changing it back restores it."""
-    store = await StateStore.open(tmp_path / "state.db")
-    await store.sync_jobs([_doc("cat")])
+    store = await SqliteStore.open(tmp_path / "state.db")
+    await store.sync_batch([_doc("cat")], MODELS)
     await store.mark_completed("a", at="t", latency_s=1, images=[], cost={"usd": 0.028}, usage={})
-    records = await store.sync_jobs([_doc("dog")])
+    records = await store.sync_batch([_doc("dog")], MODELS)
     archived = [r for r in records.values() if "superseded" in r.flags]
     assert len(archived) == 1
     assert archived[0].status == "completed"
     assert records["a"].status == "pending"
-    records = await store.sync_jobs([_doc("cat")])
+    records = await store.sync_batch([_doc("cat")], MODELS)
     assert records["a"].status == "completed"
     assert "superseded" not in records["a"].flags
     await store.close()
@@ -66,10 +73,10 @@ async def test_edited_job_is_archived_and_restored(tmp_path: Path) -> None:
 
 async def test_ledger_totals_skip_superseded_jobs_but_count_their_cost(tmp_path: Path) -> None:
     """Edited-away jobs stay listed and their money is counted, not their job totals."""
-    store = await StateStore.open(tmp_path / "state.db")
-    await store.sync_jobs([_doc("cat")])
+    store = await SqliteStore.open(tmp_path / "state.db")
+    await store.sync_batch([_doc("cat")], MODELS)
     await store.mark_completed("a", at="t", latency_s=1, images=[], cost={"usd": 0.028}, usage={})
-    await store.sync_jobs([_doc("dog")])
+    await store.sync_batch([_doc("dog")], MODELS)
     await store.add_counters("wavespeed", 7, 1)
     header = LedgerHeader("n", "m.yaml", "s", "u", False)
     ledger = build_ledger(header, await store.records(), await store.counters())
@@ -84,9 +91,9 @@ async def test_ledger_totals_skip_superseded_jobs_but_count_their_cost(tmp_path:
 # -- group commit ---------------------------------------------------------------------
 
 
-async def _store_with(tmp_path: Path, n: int) -> StateStore:
-    store = await StateStore.open(tmp_path / "state.db")
-    await store.sync_jobs([_doc(f"prompt {i}", f"j{i}") for i in range(n)])
+async def _store_with(tmp_path: Path, n: int) -> SqliteStore:
+    store = await SqliteStore.open(tmp_path / "state.db")
+    await store.sync_batch([_doc(f"prompt {i}", f"j{i}") for i in range(n)], MODELS)
     return store
 
 
@@ -107,7 +114,7 @@ async def test_concurrent_writers_share_commits(tmp_path: Path) -> None:
             tg.start_soon(job, i)
     assert store.writes - before[0] == 180
     assert store.commits - before[1] < 90
-    _, rows, _ = read_snapshot(tmp_path / "state.db")
+    rows = _rows(tmp_path / "state.db")
     assert {(r.status, r.remote_id) for r in rows} == {("completed", f"r-{i}") for i in range(60)}
     await store.close()
 
@@ -119,7 +126,7 @@ async def test_each_writer_returns_after_its_own_row_is_committed(tmp_path: Path
 
     async def job(i: int) -> None:
         await store.mark_intent(f"j{i}")
-        _, rows, _ = read_snapshot(tmp_path / "state.db")
+        rows = _rows(tmp_path / "state.db")
         seen.append(next(r.status for r in rows if r.id == f"j{i}"))
 
     async with anyio.create_task_group() as tg:
@@ -162,7 +169,7 @@ async def test_a_cancelled_writer_still_commits_before_returning(tmp_path: Path)
         with anyio.CancelScope() as scope:
             scope.cancel()
             await store.mark_intent("j1")  # queued behind it, in a cancelled scope
-    _, rows, _ = read_snapshot(tmp_path / "state.db")
+    rows = _rows(tmp_path / "state.db")
     assert [r.status for r in rows] == ["intent", "intent"]
     await store.close()
 
@@ -170,8 +177,9 @@ async def test_a_cancelled_writer_still_commits_before_returning(tmp_path: Path)
 # -- syncing a batch ------------------------------------------------------------------
 
 
-async def test_sync_batch_matches_sync_jobs(tmp_path: Path) -> None:
-    """The batch form stores and returns the same as the document form."""
+async def test_sync_stores_each_jobs_document_and_fingerprint(tmp_path: Path) -> None:
+    """Each new job is stored with its documented fingerprint and its ledger document;
+    a second sync of the same jobs writes nothing."""
     jobs = [
         Job(
             id=f"j{i}",
@@ -183,18 +191,36 @@ async def test_sync_batch_matches_sync_jobs(tmp_path: Path) -> None:
         )
         for i in range(6)
     ]
-    models = {"wavespeed": "kling-image-o3", "skills_video": "kling-ai/o3-image"}
-    a = await StateStore.open(tmp_path / "a.db")
-    b = await StateStore.open(tmp_path / "b.db")
-    by_docs = await a.sync_jobs([(j.id, job_document(j, models[j.provider])) for j in jobs])
-    by_batch = await b.sync_batch(jobs, models)
-    assert [r.row for r in by_docs.values()] == [r.row for r in by_batch.values()]
-    before = b.writes
-    again = await b.sync_batch(jobs, models)  # nothing new: nothing written
-    assert b.writes == before
-    assert [r.row for r in again.values()] == [r.row for r in by_batch.values()]
-    await a.close()
-    await b.close()
+    store = await SqliteStore.open(tmp_path / "a.db")
+    records = await store.sync_batch(jobs, MODELS)
+    assert list(records) == [j.id for j in jobs]
+    for job, rec in zip(jobs, records.values(), strict=True):
+        doc = job_document(job, MODELS[job.provider])
+        assert rec.row.fingerprint == fingerprint(doc)
+        assert rec.job == doc
+        assert rec.row.seq == int(job.id[1:])
+    before = store.writes
+    again = await store.sync_batch(jobs, MODELS)  # nothing new: nothing written
+    assert store.writes == before
+    assert [r.row for r in again.values()] == [r.row for r in records.values()]
+    await store.close()
+
+
+async def test_jobs_that_leave_the_manifest_are_superseded_until_they_return(
+    tmp_path: Path,
+) -> None:
+    """A job no longer in the manifest keeps its row, flagged superseded (so no count of
+    the batch includes it); listed again unchanged, it is current again, work intact."""
+    store = await SqliteStore.open(tmp_path / "state.db")
+    await store.sync_batch([_doc("cat", "a"), _doc("dog", "b")], MODELS)
+    await store.mark_completed("b", at="t", latency_s=1, images=[], cost={}, usage={})
+    records = await store.sync_batch([_doc("cat", "a")], MODELS)
+    assert records["b"].superseded
+    assert not records["a"].superseded
+    records = await store.sync_batch([_doc("cat", "a"), _doc("dog", "b")], MODELS)
+    assert not records["b"].superseded
+    assert records["b"].status == "completed"
+    await store.close()
 
 
 _text = st.text(max_size=30)
@@ -215,7 +241,7 @@ def test_job_fingerprint_equals_the_document_fingerprint(
     """The fast fingerprint is byte-for-byte the documented one, for any text."""
     params = JobParams(aspect, resolution, fmt, n, tuple(urls))
     job = Job(id="x", prompt_id="x", provider=provider, prompt=prompt, params=params)
-    assert job_fingerprint(job) == fingerprint(job_document(job, "any-model"))
+    assert job_fingerprints([job]) == [fingerprint(job_document(job, "any-model"))]
 
 
 def test_jobs_sharing_params_are_fingerprinted_as_each_alone() -> None:

@@ -1,0 +1,275 @@
+"""The library's entry points: ``run`` / ``arun`` a manifest, ``plan``, ``status``,
+``report``, and ``emulated()``; what ``import pipeline`` re-exports.
+
+A library call changes nothing process-wide: no signal handlers unless
+``handle_signals=True`` (the command line passes it), no logging configuration (a run
+logs to its ``run.log``, and to the application's ``pipeline`` logger only when the
+application set one up), no other library's globals, and nothing printed unless
+``progress=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from pipeline.clock import Clock, SystemClock
+from pipeline.errors import UsageError
+from pipeline.jobs import Batch
+from pipeline.manifest import load_manifest
+from pipeline.manifest._plan import Plan, make_plan
+
+if TYPE_CHECKING:
+    from pipeline.engine import RunOptions, RunReport
+
+Manifest = str | os.PathLike[str] | Mapping[str, object]
+
+EMULATOR_LATENCY_S = 1.0  # `--emulate`'s tasks take 0.5-1.5 s, as real ones take longer
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended: the batch's totals (as ledger.json's), and the exit code the
+    command line would give (0 all completed, 1 some failed or pending, 3 aborted, 130
+    interrupted). ``aborted_reason`` says why a run aborted (budget reached, key
+    rejected, out of credit), else None. ``providers``: ledger.json's figures per
+    provider."""
+
+    name: str
+    out: str
+    ledger_path: str
+    jobs: int
+    completed: int
+    failed: int
+    pending: int
+    images: int
+    cost_usd: float
+    credits: float
+    interrupted: bool
+    exit_code: int
+    aborted_reason: str | None = None
+    providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """A batch's progress and spend (``pipeline status``), also while it runs.
+
+    ``totals`` and ``providers`` are ledger.json's; ``failures`` groups failed jobs by
+    error code (count and examples). ``as_dict()`` (or ``status["totals"]``) gives the
+    document ``status --json`` prints."""
+
+    name: str
+    manifest: str
+    started_at: str
+    totals: Mapping[str, Any]
+    in_flight: int
+    progress: float
+    providers: Mapping[str, Mapping[str, Any]]
+    failures: Mapping[str, Mapping[str, Any]]
+
+    @property
+    def jobs(self) -> int:
+        return int(self.totals["jobs"])
+
+    @property
+    def completed(self) -> int:
+        return int(self.totals["completed"])
+
+    @property
+    def failed(self) -> int:
+        return int(self.totals["failed"])
+
+    @property
+    def pending(self) -> int:
+        return int(self.totals["pending"])
+
+    @property
+    def cost_usd(self) -> float:
+        return float(self.totals["cost_usd"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "manifest": self.manifest,
+            "started_at": self.started_at,
+            "totals": dict(self.totals),
+            "in_flight": self.in_flight,
+            "progress": self.progress,
+            "providers": {k: dict(v) for k, v in self.providers.items()},
+            "failures": {k: dict(v) for k, v in self.failures.items()},
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
+
+
+def plan(
+    manifest: Manifest,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> Plan:
+    """Validate and expand ``manifest``: jobs, images and estimated cost per provider and
+    sweep variant. Sends nothing; raises ``ManifestError``."""
+    return make_plan(load_manifest(manifest, out=out, base_dir=base_dir))
+
+
+def status(out: str | os.PathLike[str], *, state: str | None = None) -> BatchStatus:
+    """The progress and spend of the batch whose output is ``out`` (its state: ``state``,
+    else ``$PIPELINE_STATE_URL``, else ``out/state.db``). Raises ``UsageError`` when
+    there is no batch there."""
+    from pipeline.ledger._status import read_status
+    from pipeline.store import state_location
+
+    doc = read_status(state_location(state, os.fspath(out)))
+    return BatchStatus(**doc)
+
+
+def report(
+    out: str | os.PathLike[str], *, rows: str | None = None, cols: str | None = None
+) -> Path:
+    """Write ``out/report.html``, the batch's contact sheet, and return its path.
+    ``rows`` / ``cols``: the axes, comma-separated (``prompt``, ``provider``, a sweep axis
+    or template variable). Raises ``UsageError`` (no ledger, an unknown axis...)."""
+    from pipeline.gallery import write_report
+
+    return write_report(os.fspath(out), rows=rows, cols=cols)
+
+
+@asynccontextmanager
+async def emulated(config: Any = None, **options: Any) -> AsyncIterator[str]:
+    """Serve the provider emulator (both APIs) on 127.0.0.1 for the block and yield its
+    base URL. ``config``: an ``EmulatorConfig``; else one built from ``options`` (e.g.
+    ``latency_s=0.2``, ``faults=FaultProfile(...)``)."""
+    from pipeline.emulator import EmulatorConfig, serve
+
+    if config is None:
+        config = EmulatorConfig(**options)
+    async with serve(config) as server:
+        yield server.base_url
+
+
+def run(manifest: Manifest, **options: Any) -> RunResult:
+    """Run (or resume) a batch and wait for it: ``arun`` in an event loop of its own.
+    Same options, same result, same errors."""
+    result: RunResult = anyio.run(_arun_kw, manifest, options, backend="asyncio")
+    return result
+
+
+async def _arun_kw(manifest: Manifest, options: dict[str, Any]) -> RunResult:
+    return await arun(manifest, **options)
+
+
+async def arun(
+    manifest: Manifest,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    emulate: bool | Any = False,
+    max_usd: float | None = None,
+    retry_failed: bool = False,
+    state: str | None = None,
+    api_keys: Mapping[str, str] | None = None,
+    base_urls: Mapping[str, str] | None = None,
+    progress: bool = False,
+    base_dir: str | os.PathLike[str] | None = None,
+    handle_signals: bool = False,
+    clock: Clock | None = None,
+) -> RunResult:
+    """Run (or resume) the batch ``manifest`` (a YAML or CSV path, or a mapping with the
+    manifest's schema, its ``prompts_file`` found in ``base_dir``) inside a running
+    anyio/asyncio event loop. Rerunning the same manifest and output resumes it.
+
+    Options mirror the command line: ``out`` (default: the manifest's ``output_dir``,
+    else ``out/<name>``), ``emulate`` (True, or an ``EmulatorConfig``: run against the
+    built-in emulator, no keys needed), ``max_usd``, ``retry_failed``, ``state`` (where
+    the run state lives), ``api_keys`` and ``base_urls`` (per provider; default: the
+    environment), ``progress`` (live progress on stderr), ``handle_signals`` (the first
+    SIGINT/SIGTERM stops the run with its state kept: ``interrupted``, exit code 130).
+
+    Raises ``ManifestError`` (its ``.issues`` carry file, line, field and message) or
+    ``UsageError`` (a missing key, a bad option) before anything is sent. Cancelling the
+    call stops the run with its state committed; a rerun resumes it.
+    """
+    from pipeline.engine import RunOptions, exit_code, resolve_endpoints, run_batch
+
+    batch = load_manifest(manifest, out=out, base_dir=base_dir)
+    if max_usd is not None and not max_usd > 0:
+        raise UsageError("max_usd must be > 0")
+    async with AsyncExitStack() as stack:
+        if emulate is not False and emulate is not None:
+            base_urls, api_keys = await _start_emulator(stack, emulate, progress)
+        options = RunOptions(
+            max_usd=max_usd,
+            retry_failed=retry_failed,
+            base_urls=base_urls,
+            api_keys=api_keys,
+            state=state,
+            handle_signals=handle_signals,
+            log_to_stderr=progress,
+            clock=clock or SystemClock(),
+        )
+        resolve_endpoints(batch, options)  # a missing key: before anything else happens
+        if progress:
+            report_ = await _run_with_progress(batch, options)
+        else:
+            report_ = await run_batch(batch, options)
+    outcome, ledger = report_.outcome, report_.ledger
+    totals: Mapping[str, Any] = ledger["totals"]  # type: ignore[assignment]
+    reasons = [outcome.stop_reason] if outcome.stop_reason else []
+    reasons += [f"{name}: {why}" for name, why in outcome.lane_stops.items()]
+    return RunResult(
+        name=batch.name,
+        out=batch.output_dir,
+        ledger_path=os.path.join(batch.output_dir, "ledger.json"),
+        jobs=totals["jobs"],
+        completed=totals["completed"],
+        failed=totals["failed"],
+        pending=totals["pending"],
+        images=totals["images"],
+        cost_usd=totals["cost_usd"],
+        credits=totals["credits"],
+        interrupted=report_.interrupted,
+        exit_code=exit_code(outcome, report_.interrupted),
+        aborted_reason="; ".join(reasons) or None,
+        providers=ledger["providers"],  # type: ignore[arg-type]
+    )
+
+
+async def _start_emulator(
+    stack: AsyncExitStack, emulate: Any, progress: bool
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Serve the emulator for the run; every provider points at it, with its key."""
+    from pipeline.emulator import EMULATOR_KEY, EmulatorConfig, serve
+    from pipeline.providers.specs import SPECS
+
+    config = emulate
+    if not isinstance(config, EmulatorConfig):
+        config = EmulatorConfig(latency_s=EMULATOR_LATENCY_S, latency_jitter=0.5)
+    server = await stack.enter_async_context(serve(config))
+    if progress:
+        print(f"emulator: serving both providers at {server.base_url}", file=sys.stderr)
+    return {n: server.base_url for n in SPECS}, {n: EMULATOR_KEY for n in SPECS}
+
+
+async def _run_with_progress(batch: Batch, options: RunOptions) -> RunReport:
+    from dataclasses import replace
+
+    from pipeline.cli._progress import Progress
+    from pipeline.engine import LaneView, run_batch
+
+    async with anyio.create_task_group() as tg:
+
+        def on_start(view: LaneView) -> None:
+            tg.start_soon(Progress(view, sys.stderr, clock=options.clock).run)
+
+        report_ = await run_batch(batch, replace(options, on_start=on_start))
+        tg.cancel_scope.cancel()
+    return report_

@@ -1,0 +1,129 @@
+"""The run-state protocol: what the engine, the ledger and ``status`` ask of a backend.
+
+The write-ahead protocol
+------------------------
+Each job moves ``pending -> intent -> submitted -> completed | failed``
+(:class:`~pipeline.jobs.JobStatus`):
+
+- ``intent`` is committed *before* the submit request is sent;
+- ``submitted`` (with the provider's remote id) is committed as soon as the submit
+  returns, before anything else happens;
+- ``completed`` is committed only after every image is stored and verified.
+
+So after a crash: ``submitted`` jobs are polled by remote id, never resubmitted; ``intent``
+jobs have an unknown outcome (the process may have died after the provider accepted the
+request) and are reconciled before they may be sent again; ``completed`` jobs are
+skipped while their files are valid. ledger.json is always derived from this state.
+
+Every write method returns only once its change is durable (committed), and the writes
+of one job are awaited one after the other, so the order above holds on every backend.
+Records come back as :class:`~pipeline.store._records.JobRecord` in ``seq`` order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipeline.jobs import Job
+from pipeline.store._records import JobRecord
+
+Counters = dict[str, tuple[int, int]]  # provider -> (requests, rate_limited)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole state at one moment, as a reader in another process sees it."""
+
+    meta: dict[str, str]
+    records: list[JobRecord]
+    counters: Counters = field(default_factory=dict)
+
+
+class RunStore(Protocol):
+    """The durable state of one batch. Open one with :func:`pipeline.store.open_store`."""
+
+    @property
+    def location(self) -> str:
+        """Where the state lives, for messages (never with a password)."""
+        ...
+
+    @property
+    def writes(self) -> int:
+        """How many changes this store has committed (two readings tell whether anything
+        changed in between)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def get_meta(self) -> dict[str, str]: ...
+
+    async def set_meta(self, values: Mapping[str, str]) -> None: ...
+
+    async def sync_batch(
+        self, jobs: Sequence[Job], models: Mapping[str, str]
+    ) -> dict[str, JobRecord]:
+        """Bring the stored jobs in line with ``jobs`` (``models``: provider -> model
+        name) and return every record keyed by id, in ``seq`` order.
+
+        New jobs are inserted; a known id whose fingerprint changed is archived under
+        ``<id>~<old fingerprint>`` flagged ``superseded`` and starts afresh; an id edited
+        back gets its archived row back; a job no longer in the manifest is flagged
+        ``superseded`` (and loses the flag if it comes back)."""
+        ...
+
+    async def records(self) -> list[JobRecord]: ...
+
+    async def mark_intent(self, job_id: str) -> None:
+        """Committed before the submit request is sent (counts an attempt)."""
+        ...
+
+    async def mark_submitted(
+        self, job_id: str, remote_id: str, at: str, usage: Mapping[str, Any]
+    ) -> None:
+        """Committed as soon as the submit returns, before anything else happens."""
+        ...
+
+    async def mark_completed(
+        self,
+        job_id: str,
+        *,
+        at: str,
+        latency_s: float | None,
+        images: Sequence[Mapping[str, Any]],
+        cost: Mapping[str, Any],
+        usage: Mapping[str, Any],
+    ) -> None:
+        """Committed only once every image is stored and verified."""
+        ...
+
+    async def mark_failed(
+        self,
+        job_id: str,
+        *,
+        at: str,
+        error: Mapping[str, Any],
+        cost: Mapping[str, Any] | None = None,
+        usage: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+    async def set_images(self, job_id: str, images: Sequence[Mapping[str, Any]]) -> None: ...
+
+    async def note_error(self, job_id: str, error: Mapping[str, Any]) -> None:
+        """Record an error without changing the job's status."""
+        ...
+
+    async def add_flag(self, job_id: str, flag: str) -> None:
+        """Add ``flag`` to the job's flags (once)."""
+        ...
+
+    async def add_duplicate_cost(self, job_id: str, usd: float, credits: float) -> None:
+        """Count the estimated cost of a submit that may have been charged twice."""
+        ...
+
+    async def add_counters(self, provider: str, requests: int, rate_limited: int) -> None:
+        """Add to the provider's request counters (deltas)."""
+        ...
+
+    async def counters(self) -> Counters: ...
