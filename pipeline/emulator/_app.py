@@ -11,11 +11,9 @@ Control endpoints (not part of either provider's API, no auth):
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from aiohttp import web
 
+from pipeline.clock import Clock
 from pipeline.emulator import _skills_video as skills_video
 from pipeline.emulator import _wavespeed as wavespeed
 from pipeline.emulator._config import PROVIDERS, EmulatorConfig
@@ -26,16 +24,14 @@ from pipeline.emulator._tasks import Phase
 from pipeline.emulator._wire import json_reply
 
 
-def create_app(
-    config: EmulatorConfig, *, clock: Callable[[], float] | None = None
-) -> web.Application:
+def create_app(config: EmulatorConfig, *, clock: Clock | None = None) -> web.Application:
     """A fresh emulator application for ``config``.
 
-    ``clock`` (monotonic seconds, default ``time.monotonic``) drives task timelines and
-    rate limits; tests pass a fake one to step through a task's life without sleeping.
+    ``clock`` (default: the system's) drives task timelines, rate limits and waits; tests
+    pass a virtual one to step through a task's life without sleeping.
     """
     app = web.Application()
-    app[STATE_KEY] = EmulatorState(config, clock=clock or time.monotonic)
+    app[STATE_KEY] = EmulatorState(config, clock=clock)
     wavespeed.add_routes(app)
     skills_video.add_routes(app)
     app.router.add_get("/_emulator/health", health)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-import anyio
 from aiohttp import web
 
 from pipeline.emulator._faults import chance
@@ -67,7 +66,7 @@ async def admit(state: EmulatorState, request: web.Request, provider: str, kind:
         counters.polls += 1
 
     if profile.slow_s > 0 and chance(rng, profile.slow_rate):
-        await anyio.sleep(profile.slow_s)
+        await state.sleep(profile.slow_s)
     reset = chance(rng, profile.reset)
     if reset and (kind is not Kind.SUBMIT or profile.reset_before_create):
         return Admission(reply=drop_connection(request, counters))

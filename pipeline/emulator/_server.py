@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 import anyio
 from aiohttp import web
 
+from pipeline.clock import Clock
 from pipeline.emulator._app import create_app
 from pipeline.emulator._config import EmulatorConfig
 from pipeline.emulator._state import STATE_KEY, EmulatorState
@@ -55,11 +56,12 @@ async def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
-    clock: Callable[[], float] | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[EmulatorServer]:
     """Serve both APIs on ``host:port`` (0 = any free port) for the block's duration.
 
-    ``clock`` replaces ``time.monotonic`` for task timelines and rate limits (tests).
+    ``clock`` (default: the system's) drives task timelines, rate limits and waits; tests
+    give a virtual one.
     Raises ``OSError`` if the address cannot be bound.
     """
     app = create_app(config, clock=clock)

@@ -214,7 +214,7 @@ async def submit_sse(request: web.Request) -> web.StreamResponse:
         if math.isinf(wake):
             await anyio.sleep_forever()  # a stuck task: hold the stream until shutdown
         else:
-            await anyio.sleep(max(0.0, wake - now))
+            await state.sleep(max(0.0, wake - now))
     state.counters[PROVIDER].record_shown(task.id, terminal=True)
     await stream.write_eof()
     return stream

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from pipeline.clock import Clock, SystemClock
 from pipeline.emulator._config import PROVIDERS, EmulatorConfig
 from pipeline.emulator._faults import TokenBucket
 from pipeline.emulator._images import ImageCache
@@ -25,28 +26,31 @@ def iso_utc(epoch: float) -> str:
 class EmulatorState:
     """The shared state behind one emulator's handlers (one event loop, no locks).
 
-    ``clock`` is monotonic seconds (task timelines, rate limits), ``wall`` epoch seconds
-    (timestamps in replies).
+    ``clock`` drives task timelines, rate limits and every wait (``self.clock()`` is its
+    monotonic seconds, ``self.sleep`` its sleep); ``wall`` is epoch seconds (timestamps in
+    replies).
     """
 
-    __slots__ = ("buckets", "clock", "config", "counters", "images", "rng", "store")
+    __slots__ = ("buckets", "clock", "config", "counters", "images", "rng", "sleep", "store")
 
     def __init__(
         self,
         config: EmulatorConfig,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.clock = clock
+        timer = clock or SystemClock()
+        self.clock = timer.now
+        self.sleep = timer.sleep
         self.rng = random.Random(config.seed)
-        self.store = TaskStore(clock, wall)
+        self.store = TaskStore(self.clock, wall)
         self.counters = {p: Counters() for p in PROVIDERS}
         self.buckets: dict[str, TokenBucket | None] = {}
         for p in PROVIDERS:
             rps = config.faults_for(p).max_rps
-            self.buckets[p] = None if rps is None else TokenBucket(rps, max(1.0, rps), clock())
+            self.buckets[p] = None if rps is None else TokenBucket(rps, max(1.0, rps), self.clock())
         self.images = ImageCache(config.image_cache_bytes)
 
     def __repr__(self) -> str:

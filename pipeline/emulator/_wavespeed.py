@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 from aiohttp import web
 
 from pipeline.emulator._faults import draw_fate
@@ -152,7 +151,7 @@ async def _submit(request: web.Request, *, edit: bool) -> web.StreamResponse:
 async def _wait_sync(state: EmulatorState, task: Task, origin: str) -> dict[str, Any]:
     now = state.clock()
     until = min(task.ends, now + state.config.sync_timeout_s)
-    await anyio.sleep(max(0.0, until - now))
+    await state.sleep(max(0.0, until - now))
     phase = task.phase(state.clock())
     state.counters[PROVIDER].record_shown(task.id, phase.terminal)
     data = prediction(task, phase, origin)

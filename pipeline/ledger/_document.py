@@ -205,18 +205,6 @@ def ledger_document(
     }
 
 
-def build_ledger(
-    header: LedgerHeader,
-    records: Iterable[JobRecord],
-    counters: Mapping[str, tuple[int, int]],
-) -> dict[str, Any]:
-    """The whole ledger document, every job entry a plain dict."""
-    rows = list(records)
-    doc = ledger_document(header, rows, counters)
-    doc["jobs"] = [job_entry(r) for r in rows]
-    return doc
-
-
 def encode_document(document: Mapping[str, Any]) -> Iterator[str]:
     """``document`` as JSON text, in pieces: indented, except its ``jobs``, one per line.
 

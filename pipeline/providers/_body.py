@@ -105,13 +105,6 @@ class Fields:
             return int(value)
         return None
 
-    def opt_number(self, key: str) -> float | None:
-        """An optional numeric field."""
-        value = self._data.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        return None
-
     def opt_obj(self, key: str) -> Fields | None:
         """An optional nested object; ``None`` when missing, null or not an object."""
         value = self._data.get(key)

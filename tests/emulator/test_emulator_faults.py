@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from pipeline.clock import VirtualClock
 from pipeline.emulator import EmulatorConfig, FaultProfile, serve
 
 pytestmark = pytest.mark.anyio
@@ -15,16 +16,6 @@ WS_SUBMIT = "/api/v3/kwaivgi/kling-image-o3/text-to-image"
 SV_SUBMIT = "/api/v1/generation/kling-ai/o3-image"
 WS_BODY: dict[str, Any] = {"prompt": "p", "aspect_ratio": "1:1", "resolution": "1k"}
 SV_BODY: dict[str, Any] = {"prompt": "p"}
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def config(faults: FaultProfile, **kw: Any) -> EmulatorConfig:
@@ -61,7 +52,7 @@ async def test_429_without_retry_after(session: aiohttp.ClientSession) -> None:
 
 async def test_max_rps_is_enforced_per_provider(session: aiohttp.ClientSession) -> None:
     """A burst of ``max_rps`` passes, the rest get 429 until tokens refill; lanes apart."""
-    clock = FakeClock()
+    clock = VirtualClock(1000.0)  # moved by hand: advance()
     async with serve(config(FaultProfile(max_rps=2)), clock=clock) as server:
 
         async def burst(path: str, body: dict[str, Any], count: int) -> list[int]:
@@ -73,20 +64,20 @@ async def test_max_rps_is_enforced_per_provider(session: aiohttp.ClientSession) 
 
         assert await burst(WS_SUBMIT, WS_BODY, 4) == [200, 200, 429, 429]
         assert await burst(SV_SUBMIT, SV_BODY, 3) == [200, 200, 429]
-        clock.now += 0.5  # one token back at 2 per second
+        clock.advance(0.5)  # one token back at 2 per second
         assert await burst(WS_SUBMIT, WS_BODY, 2) == [200, 429]
-        clock.now += 10  # the bucket refills only up to its burst size
+        clock.advance(10)  # the bucket refills only up to its burst size
         assert await burst(WS_SUBMIT, WS_BODY, 3) == [200, 200, 429]
         assert server.stats().wavespeed.rate_limited == 4
 
 
 async def test_stuck_task_never_finishes(session: aiohttp.ClientSession) -> None:
     """A stuck task stays processing however long the client waits."""
-    clock = FakeClock()
+    clock = VirtualClock(1000.0)  # moved by hand: advance()
     async with serve(config(FaultProfile(stuck=1.0), latency_s=1.0), clock=clock) as server:
         async with session.post(server.base_url + WS_SUBMIT, json=WS_BODY) as resp:
             url = (await resp.json())["data"]["urls"]["get"]
-        clock.now += 1e6
+        clock.advance(1e6)
         async with session.get(url) as resp:
             data = (await resp.json())["data"]
         assert data["status"] == "processing"
@@ -96,13 +87,13 @@ async def test_stuck_task_never_finishes(session: aiohttp.ClientSession) -> None
 
 async def test_stuck_prompt_trigger(session: aiohttp.ClientSession) -> None:
     """The ``[[stuck]]`` marker makes just that task stuck."""
-    clock = FakeClock()
+    clock = VirtualClock(1000.0)  # moved by hand: advance()
     async with serve(EmulatorConfig(latency_s=1.0), clock=clock) as server:
         ids = []
         for prompt in ("fine", "hangs [[stuck]]"):
             async with session.post(server.base_url + SV_SUBMIT, json={"prompt": prompt}) as r:
                 ids.append((await r.json())["id"])
-        clock.now += 100
+        clock.advance(100)
         statuses = []
         for task_id in ids:
             async with session.get(f"{server.base_url}/api/v1/generation/{task_id}") as r:
@@ -220,7 +211,7 @@ async def test_auth_fail_after_and_credits_after(session: aiohttp.ClientSession)
 
 async def test_wavespeed_max_concurrent_queues(session: aiohttp.ClientSession) -> None:
     """Over ``max_concurrent``, WaveSpeed tasks wait ``created`` until a slot frees."""
-    clock = FakeClock()
+    clock = VirtualClock(1000.0)  # moved by hand: advance()
     faults = FaultProfile(max_concurrent=2)
     async with serve(config(faults, latency_s=1.0), clock=clock) as server:
         urls = []
@@ -238,21 +229,21 @@ async def test_wavespeed_max_concurrent_queues(session: aiohttp.ClientSession) -
             return out
 
         assert await statuses() == ["processing", "processing", "created"]
-        clock.now += 1.0
+        clock.advance(1.0)
         assert await statuses() == ["completed", "completed", "processing"]
-        clock.now += 1.0
+        clock.advance(1.0)
         assert await statuses() == ["completed", "completed", "completed"]
         assert server.stats().wavespeed.peak_in_flight == 3
 
 
 async def test_skills_max_concurrent_refuses(session: aiohttp.ClientSession) -> None:
     """Over ``max_concurrent``, skills.video answers 429 until a task finishes."""
-    clock = FakeClock()
+    clock = VirtualClock(1000.0)  # moved by hand: advance()
     faults = FaultProfile(max_concurrent=1, retry_after=2)
     async with serve(config(faults, latency_s=1.0), clock=clock) as server:
         statuses = []
         for step in (0.0, 0.5, 0.5):
-            clock.now += step
+            clock.advance(step)
             async with session.post(server.base_url + SV_SUBMIT, json=SV_BODY) as resp:
                 statuses.append(resp.status)
                 if resp.status == 429:

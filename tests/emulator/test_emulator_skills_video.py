@@ -10,22 +10,13 @@ import aiohttp
 import pytest
 from PIL import Image
 
+from pipeline.clock import VirtualClock
 from pipeline.emulator import EmulatorConfig, EmulatorServer, image_size, serve
 
 pytestmark = pytest.mark.anyio
 
 SUBMIT = "/api/v1/generation/kling-ai/o3-image"
 BODY: dict[str, Any] = {"prompt": "a lighthouse at dusk", "aspect_ratio": "1:1", "n": 1}
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: object) -> tuple[int, Any]:
@@ -165,13 +156,13 @@ async def test_life_cycle_and_status_styles(
     session: aiohttp.ClientSession, style: str, expected: list[str]
 ) -> None:
     """Both documented spellings, queued -> in progress -> completed on the clock."""
-    clock = FakeClock()
+    clock = VirtualClock(1000.0)  # moved by hand: advance()
     config = EmulatorConfig(latency_s=1.0, queue_s=0.4, skills_status_style=style)
     async with serve(config, clock=clock) as server:
         _, sub = await post(session, server.base_url + SUBMIT, BODY)
         seen, has_data = [sub["status"]], []
         for step in (0.0, 0.5, 0.5):
-            clock.now += step
+            clock.advance(step)
             _, gen = await get(session, f"{server.base_url}/api/v1/generation/{sub['id']}")
             seen.append(gen["status"])
             has_data.append(gen["data"] is not None)
@@ -192,13 +183,13 @@ async def test_failed_generation_carries_code(emulator: EmulatorServer) -> None:
 
 async def test_running_list(session: aiohttp.ClientSession) -> None:
     """Unfinished tasks only, newest first, cut at ``limit``; bad limits are 400."""
-    clock = FakeClock()
+    clock = VirtualClock(1000.0)  # moved by hand: advance()
     async with serve(EmulatorConfig(latency_s=1.0), clock=clock) as server:
         ids = []
         for i in range(3):
             _, sub = await post(session, server.base_url + SUBMIT, {"prompt": f"p{i}"})
             ids.append(sub["id"])
-            clock.now += 0.4
+            clock.advance(0.4)
         url = server.base_url + "/api/v1/generations/running"
         status, items = await get(session, url + "?limit=100")
         assert status == 200

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from PIL import Image
 
+from pipeline.clock import VirtualClock
 from pipeline.emulator import EmulatorConfig, EmulatorServer, image_size, serve
 
 pytestmark = pytest.mark.anyio
@@ -22,16 +23,6 @@ BODY: dict[str, Any] = {
     "num_images": 1,
     "output_format": "png",
 }
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def post(
@@ -187,14 +178,14 @@ async def test_unknown_id_and_path_are_404(
 
 async def test_life_cycle_with_queue_and_latency(session: aiohttp.ClientSession) -> None:
     """created -> processing -> completed at the fixed times; inference time reported."""
-    clock = FakeClock()
+    clock = VirtualClock(1000.0)  # moved by hand: advance()
     config = EmulatorConfig(latency_s=2.0, queue_s=0.5, image_scale=0.125)
     async with serve(config, clock=clock) as server:
         _, sub = await post(session, server.base_url + T2I, BODY)
         url = sub["data"]["urls"]["get"]
         seen = []
         for step in (0.0, 0.49, 0.02, 1.48, 0.02):
-            clock.now += step
+            clock.advance(step)
             _, res = await get(session, url)
             seen.append(res["data"]["status"])
         assert seen == ["created", "created", "processing", "processing", "completed"]
@@ -205,14 +196,14 @@ async def test_life_cycle_with_queue_and_latency(session: aiohttp.ClientSession)
 
 async def test_images_404_until_completed(session: aiohttp.ClientSession) -> None:
     """An image URL of an unfinished task, a bad index or extension is 404."""
-    clock = FakeClock()
+    clock = VirtualClock(1000.0)  # moved by hand: advance()
     async with serve(EmulatorConfig(latency_s=1.0, image_scale=0.125), clock=clock) as server:
         _, sub = await post(session, server.base_url + T2I, BODY)
         task_id = sub["data"]["id"]
         base = f"{server.base_url}/_emulator/files/{task_id}"
         async with session.get(f"{base}/1.png") as resp:
             assert resp.status == 404
-        clock.now += 1.0
+        clock.advance(1.0)
         for name, expected in (("1.png", 200), ("2.png", 404), ("1.jpeg", 404), ("x.png", 404)):
             async with session.get(f"{base}/{name}") as resp:
                 assert resp.status == expected, name

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.clock import VirtualClock
 from pipeline.emulator import EmulatorConfig, FaultProfile, serve
 from pipeline.engine._runner import exit_code, run_batch
 from pipeline.jobs import Budget
@@ -20,7 +21,12 @@ pytestmark = pytest.mark.anyio
     [(0, 80.0, 2, 300.0)] + [(seed, None, None, None) for seed in (1, 2, 3, 4)],
 )
 async def test_random_prices_never_exceed_the_cap(
-    tmp_path: Path, seed: int, price: float | None, n: int | None, cap: float | None
+    tmp_path: Path,
+    seed: int,
+    price: float | None,
+    n: int | None,
+    cap: float | None,
+    clock: VirtualClock,
 ) -> None:
     """skills.video charging 0.5x-4x the documented price, a random cap: never exceeded.
 
@@ -36,11 +42,11 @@ async def test_random_prices_never_exceed_the_cap(
     )
     cap = cap or rng.uniform(50, 600)
     prompts = [("skills_video", f"p{i}") for i in range(20)]
-    async with serve(config) as server:
+    async with serve(config, clock=clock) as server:
         batch = make_batch(
             tmp_path, prompts, n=rng.randint(1, 3), max_concurrent=4, budget=Budget(max_credits=cap)
         )
-        outcome, doc, interrupted = await run_batch(batch, emulator_options(server))
+        outcome, doc, interrupted = await run_batch(batch, emulator_options(server, clock=clock))
         charged = server.stats().skills_video.charged
     assert charged <= cap + 1e-6
     assert doc["totals"]["credits"] <= cap + 1e-6  # type: ignore[index]
@@ -49,15 +55,15 @@ async def test_random_prices_never_exceed_the_cap(
 
 
 @pytest.mark.parametrize("seed", [5, 6])
-async def test_usd_cap_over_both_providers(tmp_path: Path, seed: int) -> None:
+async def test_usd_cap_over_both_providers(tmp_path: Path, seed: int, clock: VirtualClock) -> None:
     """Mixed providers, resolutions and image counts under a random dollar cap."""
     rng = random.Random(seed)
     config = EmulatorConfig(latency_s=0.05, image_scale=0.03125)
     cap = rng.uniform(0.1, 1.0)
     prompts = [(rng.choice(["wavespeed", "skills_video"]), f"p{i}") for i in range(24)]
-    async with serve(config) as server:
+    async with serve(config, clock=clock) as server:
         batch = make_batch(tmp_path, prompts, n=rng.randint(1, 4), budget=Budget(max_usd=cap))
-        outcome, doc, _ = await run_batch(batch, emulator_options(server))
+        outcome, doc, _ = await run_batch(batch, emulator_options(server, clock=clock))
         stats = server.stats()
     spent = stats.wavespeed.charged + stats.skills_video.charged * 0.001
     assert spent <= cap + 1e-9

@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
+from pipeline.clock import VirtualClock
 from pipeline.emulator import EmulatorConfig, EmulatorServer, FaultProfile, serve
 from pipeline.engine._outcome import RunOutcome
 from pipeline.engine._runner import exit_code, run_batch
@@ -63,8 +64,9 @@ def _prompts(n: int = JOBS_PER_PROVIDER) -> list[tuple[str, str]]:
 class TaskLog:
     """Every task the emulator created, by id: (provider, prompt, outcome).
 
-    Sampled every 20 ms during the run, because tasks the pipeline deletes (timed out on
-    WaveSpeed) vanish from the emulator's store; a task lives at least a poll interval.
+    Sampled every 20 ms (of the run's clock) during the run, because tasks the pipeline
+    deletes (timed out on WaveSpeed) vanish from the emulator's store; a task lives at
+    least a poll interval.
     """
 
     def __init__(self, server: EmulatorServer) -> None:
@@ -77,10 +79,10 @@ class TaskLog:
             view = state.task_view(task)
             self.tasks[view["id"]] = (view["provider"], view["input"]["prompt"], view["outcome"])
 
-    async def watch(self) -> None:
+    async def watch(self, clock: VirtualClock) -> None:
         while True:
             self.sample()
-            await anyio.sleep(0.02)
+            await clock.sleep(0.02)
 
     def outcomes(self) -> dict[str, set[str]]:
         """prompt -> the outcomes of every task created for it."""
@@ -91,14 +93,17 @@ class TaskLog:
 
 
 async def _run(
-    server: EmulatorServer, batch: Batch, log: TaskLog | None = None
+    server: EmulatorServer, batch: Batch, clock: VirtualClock, log: TaskLog | None = None
 ) -> tuple[RunOutcome, dict[str, Any], int]:
-    """One run, bounded in time, with the emulator's tasks recorded as it goes."""
+    """One run in virtual time (bounded in real time), with the emulator's tasks recorded
+    as it goes."""
     log = log or TaskLog(server)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(log.watch)
+        tg.start_soon(log.watch, clock)
         with anyio.fail_after(RUN_LIMIT_S):
-            outcome, doc, interrupted = await run_batch(batch, emulator_options(server))
+            outcome, doc, interrupted = await run_batch(
+                batch, emulator_options(server, clock=clock)
+            )
         tg.cancel_scope.cancel()
     log.sample()
     return outcome, doc, exit_code(outcome, interrupted)
@@ -143,17 +148,19 @@ def _codes(doc: dict[str, Any], provider: str | None = None) -> Counter[str]:
 
 
 @pytest.mark.parametrize("fault", list(TRANSIENT), ids=list(TRANSIENT))
-async def test_transient_fault_is_retried_to_success(tmp_path: Path, fault: str) -> None:
+async def test_transient_fault_is_retried_to_success(
+    tmp_path: Path, fault: str, clock: VirtualClock
+) -> None:
     """One transient fault on both providers: every job completes (a rerun finishes the
     jobs whose submit outcome stayed unknown), and only verified images are on disk."""
-    async with serve(_config(TRANSIENT[fault])) as server:
+    async with serve(_config(TRANSIENT[fault]), clock=clock) as server:
         batch = make_batch(tmp_path, _prompts(), n=2, max_concurrent=3)
         log = TaskLog(server)
-        outcome, doc, _ = await _run(server, batch, log)
+        outcome, doc, _ = await _run(server, batch, clock, log)
         pending = _check_end_states(doc)
         assert outcome.failed == 0, _codes(doc)
         if pending:
-            outcome, doc, _ = await _run(server, batch, log)
+            outcome, doc, _ = await _run(server, batch, clock, log)
         _check_end_states(doc)
         assert (outcome.completed, outcome.failed, outcome.pending) == (2 * JOBS_PER_PROVIDER, 0, 0)
         ledger = _check_files(tmp_path)
@@ -173,14 +180,16 @@ async def test_transient_fault_is_retried_to_success(tmp_path: Path, fault: str)
         assert stats.wavespeed.errors + stats.skills_video.errors > 0
 
 
-async def test_failed_and_rejected_tasks_end_with_the_providers_codes(tmp_path: Path) -> None:
+async def test_failed_and_rejected_tasks_end_with_the_providers_codes(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
     """Tasks the server fails or rejects end failed with the provider's own code; the rest
     complete; exit 1."""
     faults = FaultProfile(task_fail=0.3, content_reject=0.3)
-    async with serve(_config(faults)) as server:
+    async with serve(_config(faults), clock=clock) as server:
         batch = make_batch(tmp_path, _prompts(10))
         log = TaskLog(server)
-        outcome, doc, code = await _run(server, batch, log)
+        outcome, doc, code = await _run(server, batch, clock, log)
         assert not _check_end_states(doc)
         _check_files(tmp_path)
     assert code == 1
@@ -199,13 +208,15 @@ async def test_failed_and_rejected_tasks_end_with_the_providers_codes(tmp_path: 
             assert server_fates == {"failed"}, job
 
 
-async def test_stuck_tasks_time_out_and_are_deleted_where_possible(tmp_path: Path) -> None:
+async def test_stuck_tasks_time_out_and_are_deleted_where_possible(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
     """Stuck tasks end failed with 'timeout' at job_timeout_s; WaveSpeed ones are deleted at
     the provider (skills.video has no delete); every other job completes."""
-    async with serve(_config(FaultProfile(stuck=0.3))) as server:
+    async with serve(_config(FaultProfile(stuck=0.3)), clock=clock) as server:
         batch = make_batch(tmp_path, _prompts(), job_timeout_s=1.0, max_concurrent=4)
         log = TaskLog(server)
-        outcome, doc, code = await _run(server, batch, log)
+        outcome, doc, code = await _run(server, batch, clock, log)
         assert not _check_end_states(doc)
         _check_files(tmp_path)
         store = server.state.store
@@ -225,15 +236,17 @@ async def test_stuck_tasks_time_out_and_are_deleted_where_possible(tmp_path: Pat
     assert outcome.completed + outcome.failed == 2 * JOBS_PER_PROVIDER
 
 
-async def test_key_rejected_mid_run_stops_only_that_lane(tmp_path: Path) -> None:
+async def test_key_rejected_mid_run_stops_only_that_lane(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
     """401 after a few requests: WaveSpeed stops at once with code 'auth' (no hammering),
     skills.video completes everything; exit 3."""
     after = 10
     faults = {"wavespeed": FaultProfile(auth_fail_after=after)}
     config = _config(FaultProfile(), provider_faults=faults)
-    async with serve(config) as server:
+    async with serve(config, clock=clock) as server:
         batch = make_batch(tmp_path, _prompts(12), max_concurrent=3)
-        outcome, doc, code = await _run(server, batch)
+        outcome, doc, code = await _run(server, batch, clock)
         assert not _check_end_states(doc)
         _check_files(tmp_path)
         stats = server.stats()
@@ -247,13 +260,15 @@ async def test_key_rejected_mid_run_stops_only_that_lane(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_out_of_credit_stops_only_that_lane(tmp_path: Path, provider: str) -> None:
+async def test_out_of_credit_stops_only_that_lane(
+    tmp_path: Path, provider: str, clock: VirtualClock
+) -> None:
     """402 after three tasks: that lane stops with 'insufficient_credits', its three tasks
     still complete, the other provider completes everything; exit 3."""
     config = _config(FaultProfile(), provider_faults={provider: FaultProfile(credits_after=3)})
-    async with serve(config) as server:
+    async with serve(config, clock=clock) as server:
         batch = make_batch(tmp_path, _prompts(), max_concurrent=2)
-        outcome, doc, code = await _run(server, batch)
+        outcome, doc, code = await _run(server, batch, clock)
         assert not _check_end_states(doc)
         _check_files(tmp_path)
         other = next(p for p in PROVIDERS if p != provider)
@@ -283,17 +298,17 @@ ALL_FAULTS = FaultProfile(
 )
 
 
-async def test_all_faults_together(tmp_path: Path) -> None:
+async def test_all_faults_together(tmp_path: Path, clock: VirtualClock) -> None:
     """Every fault at once on both providers: the run ends on its own, each job is completed
     or failed with a code, at least 85% of the jobs the server did not fail complete, no
     truncated file is on disk, and a rerun finishes any job left with an unknown outcome."""
     per_provider = 20
-    async with serve(_config(ALL_FAULTS, seed=11)) as server:
+    async with serve(_config(ALL_FAULTS, seed=11), clock=clock) as server:
         batch = make_batch(
             tmp_path, _prompts(per_provider), n=2, rps=30, max_concurrent=3, job_timeout_s=2.0
         )
         log = TaskLog(server)
-        outcome, doc, _ = await _run(server, batch, log)
+        outcome, doc, _ = await _run(server, batch, clock, log)
         pending = _check_end_states(doc)
         _check_files(tmp_path)
         server_failed = set()
@@ -321,32 +336,36 @@ async def test_all_faults_together(tmp_path: Path) -> None:
         # (and the deadline of stuck tasks) do.
         assert set(_codes(doc)) <= SERVER_FAILURE_CODES | {"timeout"}
         # A rerun leaves nothing open.
-        outcome, doc, _ = await _run(server, batch, log)
+        outcome, doc, _ = await _run(server, batch, clock, log)
         assert not _check_end_states(doc)
         assert outcome.pending == 0
         _check_files(tmp_path)
 
 
-async def test_slow_submit_does_not_eat_the_tasks_deadline(tmp_path: Path) -> None:
+async def test_slow_submit_does_not_eat_the_tasks_deadline(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
     """Every request takes 1.5 s: the task still gets its full job_timeout_s from creation,
     so it is not timed out (and deleted) right after it was paid for."""
     slow = FaultProfile(slow_s=1.5, slow_rate=1.0)
-    async with serve(_config(FaultProfile(), provider_faults={"wavespeed": slow})) as server:
+    async with serve(
+        _config(FaultProfile(), provider_faults={"wavespeed": slow}), clock=clock
+    ) as server:
         batch = make_batch(tmp_path, [("wavespeed", "a"), ("wavespeed", "b")], job_timeout_s=2.5)
-        outcome, doc, code = await _run(server, batch)
+        outcome, doc, code = await _run(server, batch, clock)
         _check_files(tmp_path)
     assert (outcome.completed, outcome.failed) == (2, 0), _codes(doc)
     assert code == 0
 
 
-async def test_refused_submits_give_their_budget_back(tmp_path: Path) -> None:
+async def test_refused_submits_give_their_budget_back(tmp_path: Path, clock: VirtualClock) -> None:
     """Submits rejected for good (422) release their reservation: the budget still admits
     the jobs it can pay for."""
     prompts = [("skills_video", f"bad {i} [[reject]]") for i in range(3)]
     prompts += [("skills_video", f"good {i}") for i in range(3)]
-    async with serve(_config(FaultProfile())) as server:
+    async with serve(_config(FaultProfile()), clock=clock) as server:
         batch = make_batch(tmp_path, prompts, max_concurrent=1, budget=Budget(max_credits=60))
-        outcome, doc, code = await _run(server, batch)
+        outcome, doc, code = await _run(server, batch, clock)
         _check_files(tmp_path)
     assert (outcome.completed, outcome.failed, outcome.pending) == (3, 3, 0)
     assert set(_codes(doc)) == {"IMAGE_GENERATION_CONTENT_REJECTED"}

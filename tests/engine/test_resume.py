@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.clock import VirtualClock
 from pipeline.emulator import EmulatorConfig, EmulatorServer, FaultProfile, serve
 from pipeline.engine._resume import WorkItem, plan_work, to_check
 from pipeline.engine._runner import run_batch
@@ -21,19 +22,23 @@ from tests.scheduler_support import check_images_match_ledger, emulator_options,
 pytestmark = pytest.mark.anyio
 
 
-async def test_failed_jobs_rerun_only_with_retry_failed(tmp_path: Path) -> None:
+async def test_failed_jobs_rerun_only_with_retry_failed(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
     """Failed jobs stay failed on a plain rerun and run again with --retry-failed."""
     batch = make_batch(tmp_path, [("wavespeed", f"w{i}") for i in range(3)])
     failing = EmulatorConfig(latency_s=0, image_scale=0.0625, faults=FaultProfile(task_fail=1.0))
-    async with serve(failing) as server:
-        outcome, _, _ = await run_batch(batch, emulator_options(server))
+    async with serve(failing, clock=clock) as server:
+        outcome, _, _ = await run_batch(batch, emulator_options(server, clock=clock))
     assert outcome.failed == 3
     healthy = EmulatorConfig(latency_s=0, image_scale=0.0625)
-    async with serve(healthy) as server:
-        outcome, _, _ = await run_batch(batch, emulator_options(server))
+    async with serve(healthy, clock=clock) as server:
+        outcome, _, _ = await run_batch(batch, emulator_options(server, clock=clock))
         assert outcome.failed == 3
         assert server.stats().wavespeed.requests == 0
-        outcome, doc, _ = await run_batch(batch, emulator_options(server, retry_failed=True))
+        outcome, doc, _ = await run_batch(
+            batch, emulator_options(server, clock=clock, retry_failed=True)
+        )
         assert outcome.completed == 3
         assert server.stats().wavespeed.submits == 3
     assert all(j["attempts"] == 2 for j in doc["jobs"])  # type: ignore[attr-defined]
@@ -41,14 +46,14 @@ async def test_failed_jobs_rerun_only_with_retry_failed(tmp_path: Path) -> None:
 
 
 async def test_edited_manifest_runs_only_the_changed_job(
-    emulator: EmulatorServer, tmp_path: Path
+    emulator: EmulatorServer, tmp_path: Path, clock: VirtualClock
 ) -> None:
     """One prompt edited between runs: only it is submitted; the old entry stays listed."""
     batch = make_batch(tmp_path, [("wavespeed", "a"), ("skills_video", "b")])
-    await run_batch(batch, emulator_options(emulator))
+    await run_batch(batch, emulator_options(emulator, clock=clock))
     edited_job = replace(batch.jobs[0], prompt="a, but blue")
     edited = replace(batch, jobs=(edited_job, batch.jobs[1]))
-    outcome, doc, _ = await run_batch(edited, emulator_options(emulator))
+    outcome, doc, _ = await run_batch(edited, emulator_options(emulator, clock=clock))
     assert outcome.completed == 2
     stats = emulator.stats()
     assert stats.wavespeed.submits == 2
@@ -92,7 +97,9 @@ def _images(records: list[JobRecord]) -> list[tuple[str, str]]:
     return [(r.id, r.row.images_json) for r in records]
 
 
-async def test_completed_jobs_with_their_files_need_nothing(tmp_path: Path) -> None:
+async def test_completed_jobs_with_their_files_need_nothing(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
     """Every file present, of its recorded size: nothing to do."""
     records = await _completed_state(tmp_path, [1, 2, 3])
     batch = make_batch(tmp_path, [("wavespeed", f"p{i}") for i in range(3)])
@@ -100,7 +107,9 @@ async def test_completed_jobs_with_their_files_need_nothing(tmp_path: Path) -> N
     assert files_missing(str(tmp_path), _images(list(records.values()))) == set()
 
 
-async def test_a_file_gone_short_linked_or_not_a_file_is_fetched_again(tmp_path: Path) -> None:
+async def test_a_file_gone_short_linked_or_not_a_file_is_fetched_again(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
     """Any image of a completed job that is missing, of another size, a symlink (even to a
     file of the right size) or a directory: fetched again by remote id (redownloaded), or
     generated again when no remote id is known (regenerated). Also a job that recorded no
@@ -126,7 +135,7 @@ async def test_a_file_gone_short_linked_or_not_a_file_is_fetched_again(tmp_path:
 
 
 async def test_image_paths_resolve_against_a_relative_output_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: VirtualClock
 ) -> None:
     """A relative output folder (the default out/<name>) is where the files are looked
     for, and a path recorded outside it is followed as written."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.clock import VirtualClock
 from pipeline.emulator import EmulatorServer
 from pipeline.engine._runner import run_batch
 from pipeline.store._sqlite import SqliteStore
@@ -23,17 +24,17 @@ def _without_time(ledger: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_resume_with_nothing_to_do_keeps_the_ledger(
-    emulator: EmulatorServer, tmp_path: Path
+    emulator: EmulatorServer, tmp_path: Path, clock: VirtualClock
 ) -> None:
     """A finished batch rerun: nothing sent, and ledger.json (current already) is kept as it
     is, not rewritten; the returned ledger is the file's."""
     batch = make_batch(tmp_path, [("wavespeed", "a"), ("skills_video", "b"), ("wavespeed", "c")])
-    await run_batch(batch, emulator_options(emulator))
+    await run_batch(batch, emulator_options(emulator, clock=clock))
     path = tmp_path / "ledger.json"
     first, written = json.loads(path.read_text()), _identity(path)
     requests = emulator.stats().wavespeed.requests + emulator.stats().skills_video.requests
     for _ in range(2):  # the stamp is put back: a third run keeps it too
-        outcome, doc, _ = await run_batch(batch, emulator_options(emulator))
+        outcome, doc, _ = await run_batch(batch, emulator_options(emulator, clock=clock))
         assert outcome.completed == 3
         assert _identity(path) == written
         assert json.loads(path.read_text()) == first
@@ -54,13 +55,13 @@ def _without_jobs(ledger: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("change", ["deleted", "edited", "unstamped", "renamed"])
 async def test_resume_rewrites_a_ledger_it_cannot_vouch_for(
-    emulator: EmulatorServer, tmp_path: Path, change: str
+    emulator: EmulatorServer, tmp_path: Path, change: str, clock: VirtualClock
 ) -> None:
     """A rerun with nothing to do rewrites ledger.json when the file is gone or was
     changed, when the state holds no stamp for it (as after a killed run), or when the
     header would differ (the manifest named otherwise)."""
     batch = make_batch(tmp_path, [("wavespeed", "a"), ("skills_video", "b")])
-    await run_batch(batch, emulator_options(emulator))
+    await run_batch(batch, emulator_options(emulator, clock=clock))
     path = tmp_path / "ledger.json"
     first = json.loads(path.read_text())
     if change == "deleted":
@@ -74,7 +75,7 @@ async def test_resume_rewrites_a_ledger_it_cannot_vouch_for(
     else:
         batch = replace(batch, manifest_path="elsewhere/test.yaml")
     written = _identity(path) if path.exists() else None
-    _, doc, _ = await run_batch(batch, emulator_options(emulator))
+    _, doc, _ = await run_batch(batch, emulator_options(emulator, clock=clock))
     assert _identity(path) != written
     second = json.loads(path.read_text())
     assert _without_time(second) == {**_without_time(first), "manifest": batch.manifest_path}
@@ -82,19 +83,19 @@ async def test_resume_rewrites_a_ledger_it_cannot_vouch_for(
     assert _without_jobs(doc) == _without_jobs(second)
     # Stamped again: the next rerun keeps it.
     written = _identity(path)
-    await run_batch(batch, emulator_options(emulator))
+    await run_batch(batch, emulator_options(emulator, clock=clock))
     assert _identity(path) == written
 
 
 async def test_a_run_that_died_leaves_no_stamp_behind(
-    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: VirtualClock
 ) -> None:
     """A run that changed the state and died before its last ledger write: the next run,
     though it has nothing to do and changes nothing, rewrites the stale ledger."""
     batch = make_batch(tmp_path, [("wavespeed", "a")])
-    await run_batch(batch, emulator_options(emulator))
+    await run_batch(batch, emulator_options(emulator, clock=clock))
     edited = replace(batch, jobs=(replace(batch.jobs[0], prompt="a, but blue"),))
-    await run_batch(edited, emulator_options(emulator))
+    await run_batch(edited, emulator_options(emulator, clock=clock))
     stale = json.loads((tmp_path / "ledger.json").read_text())
     assert [j["prompt"] for j in stale["jobs"]] == ["a", "a, but blue"]
 
@@ -104,10 +105,10 @@ async def test_a_run_that_died_leaves_no_stamp_behind(
     # Edited back: the sync restores the first version (a change, but no work), then dies.
     monkeypatch.setattr("pipeline.engine._runner.plan_work", crash)
     with pytest.raises(RuntimeError, match="killed"):
-        await run_batch(batch, emulator_options(emulator))
+        await run_batch(batch, emulator_options(emulator, clock=clock))
     monkeypatch.undo()
     requests = emulator.stats().wavespeed.requests
-    _, doc, _ = await run_batch(batch, emulator_options(emulator))
+    _, doc, _ = await run_batch(batch, emulator_options(emulator, clock=clock))
     assert emulator.stats().wavespeed.requests == requests
     ledger = check_images_match_ledger(tmp_path)
     current = [j for j in ledger["jobs"] if "superseded" not in j.get("flags", [])]
@@ -116,14 +117,14 @@ async def test_a_run_that_died_leaves_no_stamp_behind(
 
 
 async def test_files_moved_on_resume_are_in_the_final_ledger(
-    emulator: EmulatorServer, tmp_path: Path
+    emulator: EmulatorServer, tmp_path: Path, clock: VirtualClock
 ) -> None:
     """An edited-away job's image found under a stale name is moved back, and the final
     ledger says where it now is (though the resume had no job to run)."""
     batch = make_batch(tmp_path, [("wavespeed", "a")])
-    await run_batch(batch, emulator_options(emulator))
+    await run_batch(batch, emulator_options(emulator, clock=clock))
     edited = replace(batch, jobs=(replace(batch.jobs[0], prompt="a, but blue"),))
-    await run_batch(edited, emulator_options(emulator))
+    await run_batch(edited, emulator_options(emulator, clock=clock))
     # As if a crash came between moving a file and recording it: recorded under another name.
     state = await SqliteStore.open(tmp_path / "state.db")
     archived = next(r for r in await state.records() if "superseded" in r.flags)
@@ -133,7 +134,7 @@ async def test_files_moved_on_resume_are_in_the_final_ledger(
     await state.set_images(archived.id, [{**image, "path": stale}])
     await state.close()
     requests = emulator.stats().wavespeed.requests
-    _, doc, _ = await run_batch(edited, emulator_options(emulator))
+    _, doc, _ = await run_batch(edited, emulator_options(emulator, clock=clock))
     assert emulator.stats().wavespeed.requests == requests
     ledger = check_images_match_ledger(tmp_path)
     listed = {j["id"]: [img["path"] for img in j["images"]] for j in ledger["jobs"]}

@@ -12,7 +12,6 @@ from pipeline.jobs import Job, JobParams
 from pipeline.ledger._document import (
     JobEntries,
     LedgerHeader,
-    build_ledger,
     encode_document,
     entry_json,
     job_entry,
@@ -22,6 +21,7 @@ from pipeline.ledger._sink import LEDGER_INTERVAL_S, rewrite_pause
 from pipeline.outputs._local import write_text_atomic
 from pipeline.store._records import JobRecord, JobRow
 from pipeline.store._sqlite import SqliteStore
+from tests.ledger._support import build_ledger
 
 MODELS = {"wavespeed": "kling-image-o3"}
 

@@ -233,7 +233,6 @@ def test_fields_tolerant_getters() -> None:
     assert f.opt_int("n") == 3
     assert f.opt_int("flag") is None
     assert f.opt_int("w") is None
-    assert f.opt_number("n") == 3.0
     assert f.opt_obj("o") is not None
     assert f.opt_obj("a") is None
     assert f.opt_list("l") == [1]

@@ -11,10 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.jobs import Job, JobParams
-from pipeline.ledger._document import LedgerHeader, build_ledger
+from pipeline.ledger._document import LedgerHeader
 from pipeline.store._edits import fingerprint, job_document, job_fingerprints
 from pipeline.store._records import JobRecord
 from pipeline.store._sqlite import SqliteStore, read_snapshot
+from tests.ledger._support import build_ledger
 
 pytestmark = pytest.mark.anyio
 # (the hypothesis test below is synchronous: the mark does not apply to it)
