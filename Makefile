@@ -24,7 +24,7 @@ demo: install
 	$(VENV)/bin/pipeline run jobs/demo.yaml --emulate
 
 test: install
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --cov --cov-report=term
 
 lint: install
 	$(VENV)/bin/ruff check pipeline tests benchmarks
@@ -35,4 +35,4 @@ bench: install
 	$(VENV)/bin/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache out
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* out

@@ -50,8 +50,7 @@ if TYPE_CHECKING:
         status,
     )
     from pipeline.emulator import EmulatorConfig, FaultProfile
-    from pipeline.manifest import load_manifest
-    from pipeline.manifest._plan import Plan, PlanRow
+    from pipeline.manifest import Plan, PlanRow, load_manifest
 
 _LAZY = {
     "BatchStatus": "pipeline._library",
@@ -65,8 +64,8 @@ _LAZY = {
     "EmulatorConfig": "pipeline.emulator",
     "FaultProfile": "pipeline.emulator",
     "load_manifest": "pipeline.manifest",
-    "Plan": "pipeline.manifest._plan",
-    "PlanRow": "pipeline.manifest._plan",
+    "Plan": "pipeline.manifest",
+    "PlanRow": "pipeline.manifest",
 }
 
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
+
+from pipeline import _threads
 
 
 @dataclass(slots=True, eq=False)
@@ -64,7 +65,7 @@ def run_each(batch: list[Call]) -> None:
 
 
 async def run_each_in_thread(batch: list[Call]) -> None:
-    await anyio.to_thread.run_sync(run_each, batch)
+    await _threads.run_sync(run_each, batch)
 
 
 class Batcher:

@@ -23,8 +23,7 @@ import anyio
 from pipeline.clock import Clock, SystemClock
 from pipeline.errors import UsageError
 from pipeline.jobs import Batch
-from pipeline.manifest import load_manifest
-from pipeline.manifest._plan import Plan, make_plan
+from pipeline.manifest import Plan, load_manifest, make_plan
 
 if TYPE_CHECKING:
     from pipeline.engine import RunOptions, RunReport
@@ -126,7 +125,7 @@ def status(out: str | os.PathLike[str], *, state: str | None = None) -> BatchSta
     """The progress and spend of the batch whose output is ``out`` (its state: ``state``,
     else ``$PIPELINE_STATE_URL``, else ``out/state.db``). Raises ``UsageError`` when
     there is no batch there."""
-    from pipeline.ledger._status import read_status
+    from pipeline.ledger import read_status
     from pipeline.store import state_location
 
     doc = read_status(state_location(state, os.fspath(out)))
@@ -262,7 +261,7 @@ async def _start_emulator(
 async def _run_with_progress(batch: Batch, options: RunOptions) -> RunReport:
     from dataclasses import replace
 
-    from pipeline.cli._progress import Progress
+    from pipeline.cli import Progress
     from pipeline.engine import LaneView, run_batch
 
     async with anyio.create_task_group() as tg:

@@ -27,6 +27,8 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from pipeline import _threads
+
 
 def utcnow() -> str:
     """Now as the ledger writes it: ``2026-01-01T12:00:00.000Z``."""
@@ -71,11 +73,13 @@ class VirtualClock:
     Use it inside ``async with clock.running():`` so a driver task advances time; sleeping
     on it outside that block would wait forever.
 
-    "Blocked" includes waiting on a socket or a worker thread, which real time would
-    finish. So before each jump the driver lets ``settle_s`` of real time pass and jumps
-    only if no task touched the clock meanwhile: with a real server on loopback in the
-    same test, replies arrive before time moves on. (The driver reads asyncio's task
-    states, as ``anyio.wait_all_tasks_blocked`` does, without its 0.1 s polling.)
+    A blocking call in a worker thread is work under way, not idleness
+    (``pipeline._threads`` counts them): time never moves while one runs. A socket may
+    still be about to answer, so before each jump the driver lets ``settle_s`` of real
+    time pass and jumps only if no task touched the clock meanwhile: with a real server
+    on loopback in the same test, replies arrive before time moves on. (The driver reads
+    asyncio's task states, as ``anyio.wait_all_tasks_blocked`` does, without its 0.1 s
+    polling.)
     """
 
     __slots__ = ("_activity", "_counter", "_deadlines", "_now", "_sleepers", "settle_s")
@@ -133,7 +137,12 @@ class VirtualClock:
     async def _drive(self) -> None:
         while True:
             while not _others_blocked():
-                await anyio.lowlevel.checkpoint()
+                if _threads.under_way():
+                    # A blocking call runs in a thread: wait for it without spinning
+                    # (a spinning loop would hold the GIL the thread needs).
+                    await anyio.sleep(_THREAD_POLL_S)
+                else:
+                    await anyio.lowlevel.checkpoint()
             seen = self._activity
             await anyio.sleep(self.settle_s)  # real time: let sockets and threads answer
             if self._activity != seen or not _others_blocked():
@@ -155,8 +164,14 @@ class VirtualClock:
         )
 
 
+_THREAD_POLL_S = 0.0005
+
+
 def _others_blocked() -> bool:
-    """Whether every task but this one waits for something (asyncio only)."""
+    """Whether every task but this one waits for a timer or an event: none is ready to
+    run (asyncio's task states) and no blocking call is under way in a thread."""
+    if _threads.under_way():
+        return False
     this = asyncio.current_task()
     for task in asyncio.all_tasks():
         if task is not this:

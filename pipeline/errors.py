@@ -13,6 +13,7 @@
     │   ├── InsufficientCredits  402 (or the provider's equivalent): the lane stops
     │   └── OutcomeUnknown       a submit was sent but no reply came: a task may exist
     ├── DownloadError            an image could not be fetched or failed its checks
+    ├── StateError               the run state cannot be read or written
     └── BudgetExhausted          the next job could take spend past the cap
 
 A task that ends failed at the provider raises nothing: its job is recorded failed with
@@ -54,6 +55,16 @@ class PipelineError(Exception):
 
 class UsageError(PipelineError):
     """The command line or the environment is wrong (missing key, bad flag)."""
+
+
+class StateError(PipelineError):
+    """The run state could not be read or written (a full disk, a database that refuses).
+
+    ``location`` names where the state lives (never with a password)."""
+
+    def __init__(self, message: str, *, location: str) -> None:
+        self.location = location
+        super().__init__(f"{location}: {message}")
 
 
 @dataclass(frozen=True, slots=True)

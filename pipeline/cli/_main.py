@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from pipeline import _gc
-from pipeline.errors import ManifestError, UsageError
+from pipeline.errors import ManifestError, StateError, UsageError
 
 if TYPE_CHECKING:
     from pipeline._library import RunResult
@@ -178,14 +177,14 @@ def _user_error(exc: BaseException) -> int | None:
             print(f"... and {len(exc.issues) - MAX_ISSUES_SHOWN} more", file=sys.stderr)
         print("nothing was sent.", file=sys.stderr)
         return EXIT_USAGE
-    if isinstance(exc, UsageError):
+    if isinstance(exc, UsageError | StateError):
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if isinstance(exc, OSError | sqlite3.Error):
-        # An output folder that cannot be written, a state.db that is not one: the
-        # user's to fix, so a message and no traceback.
-        where = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, OSError):
+        # An output folder that cannot be written: the user's to fix, so a message and
+        # no traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        reason = exc.strerror or str(exc)
         print(f"error: {where}{reason}", file=sys.stderr)
         return EXIT_USAGE
     if isinstance(exc, KeyboardInterrupt):
@@ -270,7 +269,7 @@ def _print_summary(r: RunResult) -> None:
 def _plan(args: argparse.Namespace) -> int:
     import pipeline
     from pipeline.cli._views import render_plan
-    from pipeline.manifest._plan import plan_to_json
+    from pipeline.manifest import plan_to_json
 
     plan = pipeline.plan(args.manifest, out=args.out)
     if args.json:
@@ -293,8 +292,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _emulate(args: argparse.Namespace) -> int:
-    from pipeline.emulator import EmulatorConfig, serve_forever
-    from pipeline.emulator._options import fault_profile, required_keys
+    from pipeline.emulator import EmulatorConfig, fault_profile, required_keys, serve_forever
 
     try:
         config = EmulatorConfig(

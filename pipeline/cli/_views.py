@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.manifest._plan import Plan, PlanRow
+from pipeline.manifest import Plan, PlanRow
 
 
 def _money(usd: float | None, credits: float | None) -> tuple[str, str]:

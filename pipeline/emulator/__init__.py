@@ -11,6 +11,7 @@ from __future__ import annotations
 from pipeline.emulator._app import create_app
 from pipeline.emulator._config import PROVIDERS, EmulatorConfig, FaultProfile
 from pipeline.emulator._images import image_size
+from pipeline.emulator._options import fault_profile, required_keys
 from pipeline.emulator._server import EmulatorServer, serve, serve_forever
 from pipeline.emulator._stats import EmulatorStats, ProviderStats
 
@@ -26,7 +27,9 @@ __all__ = [
     "FaultProfile",
     "ProviderStats",
     "create_app",
+    "fault_profile",
     "image_size",
+    "required_keys",
     "serve",
     "serve_forever",
 ]

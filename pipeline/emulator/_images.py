@@ -13,8 +13,9 @@ import io
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import anyio.to_thread
 from PIL import Image, ImageDraw
+
+from pipeline import _threads
 
 # About one megapixel per ratio, both sides multiples of 16 (the "1k" size).
 BASE_SIZES: dict[str, tuple[int, int]] = {
@@ -120,7 +121,7 @@ class ImageCache:
             return data
         args = (key.task_id, key.k, key.width, key.height, key.fmt)
         if key.width * key.height > _THREAD_PIXELS:
-            data = await anyio.to_thread.run_sync(render, *args)
+            data = await _threads.run_sync(render, *args)
         else:
             data = render(*args)
         self.renders += 1

@@ -27,8 +27,7 @@ from pipeline.engine._relocate import keep_files_with_their_jobs
 from pipeline.engine._resume import WorkItem, plan_work, to_check
 from pipeline.errors import UsageError
 from pipeline.jobs import Batch, JobStatus
-from pipeline.ledger._document import LedgerHeader, summarize
-from pipeline.ledger._sink import STAMP_KEY, LedgerSink
+from pipeline.ledger import STAMP_KEY, LedgerHeader, LedgerSink, summarize
 from pipeline.outputs import Output, open_output
 from pipeline.providers.specs import SPECS
 from pipeline.store import JobRecord, RunStore, open_store, spent, state_location

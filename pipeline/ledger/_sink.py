@@ -24,7 +24,7 @@ from dataclasses import astuple, replace
 
 import anyio
 
-from pipeline import _gc
+from pipeline import _gc, _threads
 from pipeline.clock import Clock, utcnow
 from pipeline.ledger._document import (
     LEDGER_NAME,
@@ -107,7 +107,7 @@ class LedgerSink:
                 self.output.write_atomic(LEDGER_NAME, encode_document(doc))
             return doc
 
-        doc = await anyio.to_thread.run_sync(_build_and_write)
+        doc = await _threads.run_sync(_build_and_write)
         self.last_write_s = self.clock.now() - started
         return doc
 

@@ -19,6 +19,7 @@ from pipeline.manifest._expand import MAX_ID, MAX_JOBS, slug
 from pipeline.manifest._fields import BUILTIN_DEFAULTS, SWEEP_AXES
 from pipeline.manifest._load import load_manifest
 from pipeline.manifest._models import manifest_schema
+from pipeline.manifest._plan import Plan, PlanRow, make_plan, plan_to_json
 from pipeline.manifest._source import MAX_ALIAS_VALUES, MAX_BYTES
 
 __all__ = [
@@ -29,7 +30,11 @@ __all__ = [
     "MAX_ID",
     "MAX_JOBS",
     "SWEEP_AXES",
+    "Plan",
+    "PlanRow",
     "load_manifest",
+    "make_plan",
     "manifest_schema",
+    "plan_to_json",
     "slug",
 ]

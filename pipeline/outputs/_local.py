@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import anyio.to_thread
 
+from pipeline import _threads
 from pipeline._batching import Batcher
 from pipeline.errors import DownloadError
 from pipeline.outputs._base import StoredImage
@@ -73,7 +73,7 @@ class _Sink:
         return self.part.hold(chunk)
 
     async def spill(self) -> None:
-        await anyio.to_thread.run_sync(self.part.spill)
+        await _threads.run_sync(self.part.spill)
 
 
 class LocalFolder:
@@ -179,7 +179,7 @@ class LocalFolder:
             finally:
                 os.close(dir_fd)
 
-        await anyio.to_thread.run_sync(_remove)
+        await _threads.run_sync(_remove)
 
     async def sweep(self) -> None:
         """Remove temp files a killed run left in ``images/`` (if it is a real directory;
@@ -188,7 +188,7 @@ class LocalFolder:
         async with self._sweep_lock:
             if not self._swept:
                 with contextlib.suppress(DownloadError):
-                    await anyio.to_thread.run_sync(self._sweep_now)
+                    await _threads.run_sync(self._sweep_now)
                 self._swept = True
 
     def _sweep_now(self) -> None:
@@ -220,14 +220,18 @@ class LocalFolder:
     # -- resume and edits --------------------------------------------------------------
 
     async def missing(self, jobs: Sequence[tuple[str, str]]) -> set[str]:
-        return await anyio.to_thread.run_sync(files_missing, str(self.root), jobs)
+        return await _threads.run_sync(files_missing, str(self.root), jobs)
 
     async def move(self, path: str, new_path: str) -> bool:
         src, dst = self.root / path, self.root / new_path
-        if not await anyio.Path(src).is_file() or await anyio.Path(dst).exists():
-            return False
-        await anyio.Path(src).rename(dst)
-        return True
+
+        def _move() -> bool:
+            if not src.is_file() or dst.exists():
+                return False
+            src.rename(dst)
+            return True
+
+        return await _threads.run_sync(_move)
 
     # -- ledger.json -------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 import anyio
 
-from pipeline import _gc
+from pipeline import _gc, _threads
+from pipeline.errors import StateError
 from pipeline.jobs import Flag, Job, JobStatus
 from pipeline.store._base import Counters, Snapshot
 from pipeline.store._commit import GroupCommit
@@ -162,7 +163,7 @@ class SqliteStore:
                 raise
             return conn
 
-        return cls(await anyio.to_thread.run_sync(_open), path)
+        return cls(await _threads.run_sync(_open), path)
 
     @property
     def location(self) -> str:
@@ -178,11 +179,22 @@ class SqliteStore:
         return self._group.commits
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await anyio.to_thread.run_sync(fn, self._conn, limiter=self._lock)
+        try:
+            return await _threads.run_sync(fn, self._conn, limiter=self._lock)
+        except sqlite3.Error as exc:
+            raise StateError(str(exc), location=self.location) from exc
+
+    async def _commit(self, op: Callable[[sqlite3.Connection], object]) -> None:
+        """Queue ``op`` for the group commit; returns once it is committed. Raises
+        ``StateError`` for what sqlite refused (its transaction was rolled back)."""
+        try:
+            await self._group.commit(op)
+        except sqlite3.Error as exc:
+            raise StateError(str(exc), location=self.location) from exc
 
     async def _write(self, sql: str, args: Iterable[Any]) -> None:
         params = tuple(args)
-        await self._group.commit(lambda c: c.execute(sql, params))
+        await self._commit(lambda c: c.execute(sql, params))
 
     async def close(self) -> None:
         await self._run(lambda c: c.close())
@@ -195,7 +207,7 @@ class SqliteStore:
 
     async def set_meta(self, values: Mapping[str, str]) -> None:
         items = list(values.items())
-        await self._group.commit(
+        await self._commit(
             lambda c: c.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -299,4 +311,4 @@ class SqliteStore:
             new = {"usd": old["usd"] + usd, "credits": old["credits"] + credits}
             c.execute("UPDATE jobs SET duplicate_cost = ? WHERE id = ?", (json.dumps(new), job_id))
 
-        await self._group.commit(_add)
+        await self._commit(_add)

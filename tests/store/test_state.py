@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pipeline.errors import StateError
 from pipeline.jobs import Job, JobParams
 from pipeline.ledger._document import LedgerHeader
 from pipeline.store._edits import fingerprint, job_document, job_fingerprints
@@ -148,7 +149,7 @@ async def test_a_failing_statement_fails_only_its_writer(tmp_path: Path) -> None
     async def job(i: int) -> None:
         try:
             await store.add_flag(f"j{i}", "reconciled")
-        except sqlite3.Error as exc:
+        except StateError as exc:
             errors[i] = exc
 
     async with anyio.create_task_group() as tg:
