@@ -18,14 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
-from pipeline.clock import Clock, SystemClock
 from pipeline.errors import UsageError
 from pipeline.jobs import Batch
 from pipeline.manifest import Plan, load_manifest, make_plan
 
 if TYPE_CHECKING:
+    from pipeline.clock import Clock
     from pipeline.engine import RunOptions, RunReport
 
 Manifest = str | os.PathLike[str] | Mapping[str, object]
@@ -159,6 +157,8 @@ async def emulated(config: Any = None, **options: Any) -> AsyncIterator[str]:
 def run(manifest: Manifest, **options: Any) -> RunResult:
     """Run (or resume) a batch and wait for it: ``arun`` in an event loop of its own.
     Same options, same result, same errors."""
+    import anyio
+
     result: RunResult = anyio.run(_arun_kw, manifest, options, backend="asyncio")
     return result
 
@@ -197,6 +197,7 @@ async def arun(
     ``UsageError`` (a missing key, a bad option) before anything is sent. Cancelling the
     call stops the run with its state committed; a rerun resumes it.
     """
+    from pipeline.clock import SystemClock
     from pipeline.engine import RunOptions, exit_code, resolve_endpoints, run_batch
 
     batch = load_manifest(manifest, out=out, base_dir=base_dir)
@@ -260,6 +261,8 @@ async def _start_emulator(
 
 async def _run_with_progress(batch: Batch, options: RunOptions) -> RunReport:
     from dataclasses import replace
+
+    import anyio
 
     from pipeline.cli import Progress
     from pipeline.engine import LaneView, run_batch

@@ -150,11 +150,11 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
         models = {name: spec.model for name, spec in SPECS.items()}
         with _gc.paused(keep=True):  # the records live as long as the run
             records = await state.sync_batch(batch.jobs, models)
-        # Nothing written after this point means `records` is still the whole state.
-        synced_writes = state.writes
-        await keep_files_with_their_jobs(state, output, records.values())
-        broken = await output.missing(to_check(batch, records))
-        work = plan_work(batch, records, broken, retry_failed=options.retry_failed)
+            # Nothing written after this point means `records` is still the whole state.
+            synced_writes = state.writes
+            await keep_files_with_their_jobs(state, output, records.values())
+            broken = await output.missing(to_check(batch, records))
+            work = plan_work(batch, records, broken, retry_failed=options.retry_failed)
         log.info(
             "run %s (%s): %d jobs, %d to run now; providers %s",
             batch.name,
@@ -170,7 +170,8 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
                 final: Sequence[JobRecord] = list(records.values())
             else:
                 final = await state.records()
-            totals, _ = summarize(final, {})
+            with _gc.paused():
+                totals, _ = summarize(final, {})
             outcome = run.outcome
             outcome.completed = totals["completed"]
             outcome.failed = totals["failed"]

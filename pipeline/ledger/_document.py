@@ -16,7 +16,7 @@ from itertools import islice
 from json.encoder import encode_basestring
 from typing import Any, overload
 
-from pipeline.jobs import Flag, JobStatus
+from pipeline.jobs import JobStatus
 from pipeline.store import JobRecord, spent
 
 _CHUNK = 2000  # job lines joined per write
@@ -162,7 +162,7 @@ def summarize(
         total_credits += credits
         tally[0] += usd
         tally[1] += credits
-        if row.flags_json != "[]" and Flag.SUPERSEDED in r.flags:
+        if r.superseded:
             continue
         tally[2] += 1
         status = row.status

@@ -89,6 +89,7 @@ def _loads_shared(text: str | None) -> Any:
         return value
 
 
+_SUPERSEDED_TEXT = f'"{Flag.SUPERSEDED}"'
 _DECODERS = tuple(_loads_shared if f in _SHARED else _loads for f in _JSON_FIELDS)
 
 
@@ -140,7 +141,8 @@ class JobRecord:
     def superseded(self) -> bool:
         """Edited or removed from the manifest: kept for the record (and its cost), not
         part of the batch any more."""
-        return self.row.flags_json != "[]" and Flag.SUPERSEDED in self.flags
+        # On the stored text (a JSON list of flag names): no decoding, no list per row.
+        return _SUPERSEDED_TEXT in self.row.flags_json
 
     @property
     def job(self) -> dict[str, Any]:

@@ -99,15 +99,19 @@ def read_snapshot(path: Path) -> Snapshot:
         conn.close()
 
 
-def _sync(conn: sqlite3.Connection, jobs: Sequence[Job], models: Mapping[str, str]) -> bool:
-    """Carry out ``plan_sync`` for ``jobs`` in one transaction; whether anything changed."""
-    existing = conn.execute(f"SELECT id, fingerprint, {_SUPERSEDED} FROM jobs").fetchall()
-    top = conn.execute("SELECT MAX(seq) FROM jobs").fetchone()[0]
+def _sync(
+    conn: sqlite3.Connection, jobs: Sequence[Job], models: Mapping[str, str]
+) -> tuple[list[JobRecord], bool]:
+    """Carry out ``plan_sync`` for ``jobs`` in one transaction: every record after it, and
+    whether anything changed."""
+    records = _select_rows(conn)
     fingerprints = job_fingerprints(jobs)
     wanted = [(j.id, j.provider, fp) for j, fp in zip(jobs, fingerprints, strict=True)]
-    plan = plan_sync(((i, fp, bool(s)) for i, fp, s in existing), wanted, (top or -1) + 1)
+    existing = [(r.row.id, r.row.fingerprint, r.superseded) for r in records]
+    next_seq = records[-1].row.seq + 1 if records else 0
+    plan = plan_sync(existing, wanted, next_seq)
     if not plan:
-        return False
+        return records, False
     inserts = [
         (job_id, seq, provider, fp, stored_document(job_document(jobs[k], models[provider])))
         for k, job_id, seq, provider, fp in plan.insert
@@ -129,7 +133,7 @@ def _sync(conn: sqlite3.Connection, jobs: Sequence[Job], models: Mapping[str, st
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return True
+    return _select_rows(conn), True
 
 
 class SqliteStore:
@@ -232,9 +236,9 @@ class SqliteStore:
         self, jobs: Sequence[Job], models: Mapping[str, str]
     ) -> dict[str, JobRecord]:
         def _run_sync(c: sqlite3.Connection) -> list[JobRecord]:
-            if _sync(c, jobs, models):
-                self._synced += 1
-            return _select_rows(c)
+            records, changed = _sync(c, jobs, models)
+            self._synced += changed
+            return records
 
         return {r.id: r for r in await self._run(_run_sync)}
 
