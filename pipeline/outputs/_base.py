@@ -76,6 +76,11 @@ class Output(Protocol):
         content, never a mix. Blocking: call it from a worker thread."""
         ...
 
+    def read_bytes(self, path: str) -> bytes:
+        """The content of the stored file ``path`` (relative to the output: an image, or
+        ledger.json). Blocking. Raises ``OSError`` (``FileNotFoundError`` when absent)."""
+        ...
+
     def identity(self, name: str) -> str | None:
         """What identifies the current content of ``name`` (None: it is not there).
         Blocking."""

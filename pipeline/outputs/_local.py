@@ -238,6 +238,9 @@ class LocalFolder:
     def write_atomic(self, name: str, pieces: Iterable[str]) -> None:
         write_text_atomic(self.root / name, pieces)
 
+    def read_bytes(self, path: str) -> bytes:
+        return (self.root / path).read_bytes()
+
     def identity(self, name: str) -> str | None:
         try:
             info = os.stat(self.root / name)
