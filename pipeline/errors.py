@@ -47,6 +47,7 @@ class ErrorCode(enum.StrEnum):
     BAD_RESPONSE = "bad_response"
     TASK_FAILED = "task_failed"
     DOWNLOAD = "download"
+    EXPIRED = "expired"  # the task's outputs are gone at the provider (retention, deleted)
 
 
 class PipelineError(Exception):
