@@ -126,7 +126,8 @@ def status(out: str | os.PathLike[str], *, state: str | None = None) -> BatchSta
     from pipeline.ledger import read_status
     from pipeline.store import state_location
 
-    doc = read_status(state_location(state, os.fspath(out)))
+    output = os.fspath(out)
+    doc = read_status(state_location(state, output), output)
     return BatchStatus(**doc)
 
 

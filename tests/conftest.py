@@ -8,8 +8,12 @@ clock=clock)``) share one ``VirtualClock``, and stamina's back-off waits are off
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import psycopg
 import pytest
 import stamina
 
@@ -35,6 +39,30 @@ async def clock(virtual_clock: VirtualClock) -> AsyncIterator[VirtualClock]:
     with stamina.set_testing(True, attempts=1000, cap=True):
         async with virtual_clock.running() as running:
             yield running
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real PostgreSQL 16 (the ``pgserver`` wheel) for the whole session, on a unix
+    socket in a temporary folder; stopped and removed at the end."""
+    runtime = tmp_path_factory.mktemp("xdg-runtime")
+    runtime.chmod(0o700)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)  # pgserver's platformdirs asks for one
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> str:
+    """The URL of a new, empty database of the session's PostgreSQL, for this test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.get_uri(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}".encode())
+    url: str = postgres_server.get_uri(name)
+    return url
 
 
 @pytest.fixture

@@ -132,7 +132,8 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
     opened."""
     endpoints = resolve_endpoints(batch, options)
     root = Path(batch.output_dir)
-    state = await open_store(state_location(options.state, batch.output_dir))
+    location = state_location(options.state, batch.output_dir)
+    state = await open_store(location, name=batch.name, output=batch.output_dir)
     secrets = [key for _, key in endpoints.values()]
     async with AsyncExitStack() as stack:
         stack.push_async_callback(state.close)

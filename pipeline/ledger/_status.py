@@ -12,13 +12,14 @@ from pipeline.store import StateLocation, read_state
 EXAMPLES_PER_CODE = 3
 
 
-def read_status(location: StateLocation) -> dict[str, Any]:
+def read_status(location: StateLocation, output: str) -> dict[str, Any]:
     """Totals, per-provider figures and failures grouped by error code, as a JSON-ready
     document (what ``status --json`` prints). The totals are ledger.json's.
 
-    Raises ``UsageError`` when there is no batch state at ``location``.
+    Raises ``UsageError`` when there is no state of the batch writing to ``output`` at
+    ``location``.
     """
-    snap = read_state(location)
+    snap = read_state(location, output)
     totals, providers = summarize(snap.records, snap.counters)
     failures: dict[str, dict[str, Any]] = defaultdict(lambda: {"count": 0, "examples": []})
     in_flight = 0

@@ -2,37 +2,60 @@
 
 ``--state URL`` (or ``PIPELINE_STATE_URL``) names where a batch's state lives:
 
-- ``sqlite:///PATH`` (``sqlite:////abs/path`` for an absolute one), or a plain path;
+- ``sqlite:///PATH`` (``sqlite:////abs/path`` for an absolute one), or a plain path; one
+  run at a time holds it (a second one stops, naming the holder);
+- ``postgresql://user:pass@host:port/db`` (also ``postgres://``): a shared database, where
+  any number of processes on any hosts work one batch together;
 - nothing: ``DIR/state.db`` beside the images.
 
 Nothing downstream branches on the backend: the engine, the ledger and ``status`` see a
-:class:`RunStore` and :class:`Snapshot` only.
+:class:`RunStore` and a :class:`Snapshot` only. A database URL's password never appears in
+a message (``StateLocation`` prints it as ``***``).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from pipeline.errors import UsageError
+from pipeline.errors import StateError, UsageError
 from pipeline.store._base import Counters, RunStore, Snapshot
+from pipeline.store._lock import BatchInUse
 from pipeline.store._records import JobRecord, JobRow, spent
 
 STATE_ENV = "PIPELINE_STATE_URL"
 DEFAULT_STATE_NAME = "state.db"
+_POSTGRES = ("postgresql", "postgres")
 
 
 @dataclass(frozen=True, slots=True)
 class StateLocation:
-    """A parsed ``--state``: the backend's scheme and where (a path for sqlite)."""
+    """A parsed ``--state``: the backend, and where (a path for sqlite, a URL for
+    postgres). ``str()`` is safe to print: a URL's password is masked."""
 
     scheme: str
-    target: str
+    target: str = field(repr=False)
 
     def __str__(self) -> str:
-        return self.target
+        return redact_url(self.target) if self.scheme == "postgres" else self.target
+
+    def __repr__(self) -> str:
+        return f"StateLocation({self.scheme!r}, {str(self)!r})"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def state_location(state: str | None, out: str) -> StateLocation:
@@ -50,26 +73,48 @@ def state_location(state: str | None, out: str) -> StateLocation:
         if not path:
             raise UsageError(f"--state {given!r}: no path after sqlite:///")
         return StateLocation("sqlite", path)
-    raise UsageError(f"--state: unknown scheme {scheme + '://'!r} (use sqlite:///PATH or a path)")
+    if scheme in _POSTGRES:
+        return StateLocation("postgres", given)
+    raise UsageError(
+        f"--state: unknown scheme {scheme + '://'!r} "
+        "(use sqlite:///PATH, a path, or postgresql://user:pass@host:port/db)"
+    )
 
 
-async def open_store(location: StateLocation) -> RunStore:
-    """Open (creating it if needed) the state at ``location`` for a run.
+async def open_store(location: StateLocation, *, name: str, output: str) -> RunStore:
+    """Open (creating or upgrading it if needed) the state at ``location`` of the batch
+    ``name`` writing to ``output``, for a run.
 
-    Raises ``UsageError`` when it cannot be opened (not a state database, a folder that
-    cannot be created...)."""
+    Raises ``BatchInUse`` (a ``UsageError``) when another run holds a sqlite state,
+    ``StateError`` for an unreachable or refusing database or a state of a newer schema,
+    ``UsageError`` when a sqlite state cannot be opened (not a state database, a folder
+    that cannot be created...)."""
+    if location.scheme == "postgres":
+        from pipeline.store._postgres import PostgresStore, connect
+
+        pg = await connect(location.target, str(location), name=name, output=output)
+        return PostgresStore(pg)
     from pipeline.store._sqlite import SqliteStore
 
     try:
-        return await SqliteStore.open(Path(location.target))
+        return await SqliteStore.open(Path(location.target), exclusive=True)
     except (OSError, sqlite3.Error) as exc:
         raise UsageError(f"{location}: cannot open the batch state: {_reason(exc)}") from exc
 
 
-def read_state(location: StateLocation) -> Snapshot:
-    """The state at ``location`` as it is now (also while a run writes it).
+def read_state(location: StateLocation, output: str) -> Snapshot:
+    """The state at ``location`` of the batch writing to ``output``, as it is now (also
+    while a run writes it).
 
-    Raises ``UsageError`` when there is no batch state there, or it cannot be read."""
+    Raises ``UsageError`` when there is no batch state there, ``StateError`` when it
+    cannot be read."""
+    if location.scheme == "postgres":
+        from pipeline.store._postgres import read_snapshot as read_pg
+
+        try:
+            return read_pg(location.target, str(location), output)
+        except StateError as exc:
+            raise UsageError(str(exc)) from exc
     from pipeline.store._sqlite import read_snapshot
 
     path = Path(location.target)
@@ -89,6 +134,7 @@ def _reason(exc: BaseException) -> str:
 
 __all__ = [
     "STATE_ENV",
+    "BatchInUse",
     "Counters",
     "JobRecord",
     "JobRow",
@@ -97,6 +143,7 @@ __all__ = [
     "StateLocation",
     "open_store",
     "read_state",
+    "redact_url",
     "spent",
     "state_location",
 ]

@@ -9,6 +9,14 @@ contend for the GIL with the event loop. So writes are grouped by a
 ``pipeline._batching.Batcher`` (its design note gives the protocol), and each batch runs
 in one transaction.
 
+Durability: the state runs with ``synchronous=NORMAL`` (a commit survives a crash of the
+process, not necessarily a power loss), except for a batch holding a *durable* operation
+(a job's intent, which precedes its submit): that batch commits with ``synchronous=FULL``,
+so the intent is on stable storage before the request leaves the machine (in WAL mode the
+fsync also makes every earlier commit durable). The other writes of the protocol may be
+lost to a power cut without paying twice: a lost remote id leaves the intent, which is
+reconciled; a lost completion is polled and downloaded again.
+
 Invariants: a writer returns only once the transaction holding its operation has
 committed; operations commit in the order they were queued; a failing operation fails
 only its own writer (the batch is rolled back and replayed one operation per
@@ -27,9 +35,23 @@ Op = Callable[[sqlite3.Connection], object]
 Runner = Callable[[Callable[[sqlite3.Connection], int]], Awaitable[int]]
 
 
+class _Durable:
+    """An operation whose commit must reach stable storage (see the module note)."""
+
+    __slots__ = ("op",)
+
+    def __init__(self, op: Op) -> None:
+        self.op = op
+
+    def __call__(self, conn: sqlite3.Connection) -> object:
+        return self.op(conn)
+
+
 def _execute(conn: sqlite3.Connection, batch: list[Call]) -> int:
     """Run ``batch`` (each ``fn`` an ``Op``) in one transaction; on any error, one
     transaction per operation. Returns the number of transactions committed."""
+    durable = any(type(w.fn) is _Durable for w in batch)
+    conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
     try:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -80,10 +102,10 @@ class GroupCommit:
         """Transactions they took (fewer than ``writes`` when writes were grouped)."""
         return self._commits
 
-    async def commit(self, op: Op) -> None:
-        """Queue ``op`` and return once it is committed. Raises what ``op`` raised (its
-        transaction was then rolled back)."""
-        await self._batcher.call(op)
+    async def commit(self, op: Op, *, durable: bool = False) -> None:
+        """Queue ``op`` and return once it is committed (``durable``: fsynced too).
+        Raises what ``op`` raised (its transaction was then rolled back)."""
+        await self._batcher.call(_Durable(op) if durable else op)
 
     async def _flush(self, batch: list[Call]) -> None:
         try:

@@ -4,7 +4,13 @@ Implements :class:`~pipeline.store._base.RunStore` (its docstring gives the writ
 protocol). Writes are many and small, so they share thread hops and commits
 (``pipeline.store._commit``): a write method returns only once the transaction holding
 *its* statement has committed, statements commit in the order they were queued, and a
-cancelled writer still returns only after its row is committed.
+cancelled writer still returns only after its row is committed. A job's intent is
+committed with ``synchronous=FULL`` (on stable storage before its submit is sent).
+
+Schema versions (``PRAGMA user_version``): 1 is the layout below. A file without a
+version but with these tables (written before versions existed) is stamped 1; a newer
+version than this code knows is refused (``StateError``), never guessed at. A run holds
+the file's lock (``pipeline.store._lock``): one run at a time per state.
 
 All access goes through one connection used from worker threads, serialised by a
 one-slot ``CapacityLimiter``; readers in other processes (``pipeline status``) open their
@@ -27,6 +33,7 @@ from pipeline.jobs import Flag, Job, JobStatus
 from pipeline.store._base import Counters, Snapshot
 from pipeline.store._commit import GroupCommit
 from pipeline.store._edits import job_document, job_fingerprints, plan_sync, stored_document
+from pipeline.store._lock import StateLock, acquire
 from pipeline.store._records import JobRecord, sort_rows
 
 T = TypeVar("T")
@@ -58,6 +65,10 @@ CREATE TABLE IF NOT EXISTS counters (
     rate_limited INTEGER NOT NULL DEFAULT 0
 );
 """
+
+SCHEMA_VERSION = 1
+# Steps from each version to the next (none yet: version 1 is the first).
+MIGRATIONS: dict[int, str] = {}
 
 # The columns of a JobRow, in its order.
 _COLUMNS = (
@@ -136,11 +147,29 @@ def _sync(
     return _select_rows(conn), True
 
 
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Create or upgrade the schema to ``SCHEMA_VERSION``; refuse a newer one."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"the state was written by a newer pipeline (schema {version}; this one knows "
+            f"up to {SCHEMA_VERSION}): upgrade pipeline to use it",
+            location=str(path),
+        )
+    if version == SCHEMA_VERSION:
+        return
+    conn.executescript(SCHEMA)  # version 0: new, or from before versions (same tables)
+    for step in range(max(version, 1), SCHEMA_VERSION):
+        conn.executescript(MIGRATIONS[step])
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
 class SqliteStore:
     """The state database at ``path``. Open with ``await SqliteStore.open(path)``."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, lock: StateLock | None) -> None:
         self._conn = conn
+        self._lock_file = lock
         self.path = path
         self._lock = anyio.CapacityLimiter(1)
         self._group = GroupCommit(self._run)
@@ -150,24 +179,33 @@ class SqliteStore:
         return f"SqliteStore({str(self.path)!r}, {self._group!r})"
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteStore:
-        """Open (creating it if needed) the state database at ``path``. Raises
+    async def open(cls, path: Path, *, exclusive: bool = False) -> SqliteStore:
+        """Open (creating or upgrading it if needed) the state database at ``path``;
+        ``exclusive``: for a run, holding the state's lock until ``close``. Raises
+        ``BatchInUse`` when another run holds it, ``StateError`` for a newer schema,
         ``OSError`` or ``sqlite3.Error`` when it cannot be opened or is not one."""
 
-        def _open() -> sqlite3.Connection:
+        def _open() -> tuple[sqlite3.Connection, StateLock | None]:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            lock = acquire(path) if exclusive else None
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=5000")
-                conn.executescript(SCHEMA)
+                conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.execute("PRAGMA busy_timeout=5000")
+                    _migrate(conn, path)
+                except BaseException:
+                    conn.close()
+                    raise
             except BaseException:
-                conn.close()
+                if lock is not None:
+                    lock.release()
                 raise
-            return conn
+            return conn, lock
 
-        return cls(await _threads.run_sync(_open), path)
+        conn, lock = await _threads.run_sync(_open)
+        return cls(conn, path, lock)
 
     @property
     def location(self) -> str:
@@ -188,11 +226,14 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StateError(str(exc), location=self.location) from exc
 
-    async def _commit(self, op: Callable[[sqlite3.Connection], object]) -> None:
-        """Queue ``op`` for the group commit; returns once it is committed. Raises
-        ``StateError`` for what sqlite refused (its transaction was rolled back)."""
+    async def _commit(
+        self, op: Callable[[sqlite3.Connection], object], *, durable: bool = False
+    ) -> None:
+        """Queue ``op`` for the group commit; returns once it is committed (``durable``:
+        on stable storage). Raises ``StateError`` for what sqlite refused (its transaction
+        was rolled back)."""
         try:
-            await self._group.commit(op)
+            await self._group.commit(op, durable=durable)
         except sqlite3.Error as exc:
             raise StateError(str(exc), location=self.location) from exc
 
@@ -201,7 +242,12 @@ class SqliteStore:
         await self._commit(lambda c: c.execute(sql, params))
 
     async def close(self) -> None:
-        await self._run(lambda c: c.close())
+        try:
+            await self._run(lambda c: c.close())
+        finally:
+            if self._lock_file is not None:
+                self._lock_file.release()
+                self._lock_file = None
 
     # -- meta and counters -------------------------------------------------------------
 
@@ -246,11 +292,11 @@ class SqliteStore:
         return await self._run(_select_rows)
 
     async def mark_intent(self, job_id: str) -> None:
-        await self._write(
+        sql = (
             f"UPDATE jobs SET status = '{JobStatus.INTENT}', attempts = attempts + 1, "
-            "error = NULL, remote_id = NULL WHERE id = ?",
-            (job_id,),
+            "error = NULL, remote_id = NULL WHERE id = ?"
         )
+        await self._commit(lambda c: c.execute(sql, (job_id,)), durable=True)
 
     async def mark_submitted(
         self, job_id: str, remote_id: str, at: str, usage: Mapping[str, Any]

@@ -1,0 +1,448 @@
+"""The run state in PostgreSQL (``--state postgresql://...``): one batch of a shared database.
+
+Implements :class:`~pipeline.store._base.RunStore` (its docstring gives the write-ahead
+protocol) with psycopg 3 (async, through a ``psycopg_pool`` pool). Sessions run with
+``synchronous_commit = on``: a write returns once its commit is durable (a job's intent
+before its submit leaves the machine). Writes are grouped as on sqlite: concurrent writes
+share a transaction, sent in pipeline mode (one round trip for the batch); a failing
+statement fails only its own writer.
+
+A batch is identified by its manifest name and its output location; every process of a
+fleet opens the same batch row. The password of the URL never appears in any message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from pipeline import _gc
+from pipeline._batching import Batcher, Call
+from pipeline.errors import StateError
+from pipeline.jobs import Flag, Job, JobStatus
+from pipeline.store._base import Counters, Snapshot
+from pipeline.store._edits import job_document, job_fingerprints, plan_sync, stored_document
+from pipeline.store._pg_schema import migrate
+from pipeline.store._records import JobRecord, sort_rows
+
+Conn = psycopg.AsyncConnection[TupleRow]
+Op = Callable[[Conn], Awaitable[object]]
+
+# The columns of a JobRow, in its order.
+COLUMNS = (
+    "id, seq, provider, fingerprint, status, remote_id, attempts, submitted_at, "
+    "completed_at, latency_s, job, images, cost, usage, error, flags, duplicate_cost, "
+    "image_count"
+)
+_ADD_FLAG = (
+    "UPDATE pipeline_jobs SET flags = (flags::jsonb || jsonb_build_array(%(flag)s::text))::text "
+    "WHERE batch_id = %(b)s AND id = %(id)s AND NOT (flags::jsonb ? %(flag)s)"
+)
+_DROP_FLAG = (
+    "UPDATE pipeline_jobs SET flags = (flags::jsonb - %(flag)s)::text "
+    "WHERE batch_id = %(b)s AND id = %(id)s"
+)
+_COPY_AT = 500  # inserts past this many go through COPY
+_CONNECT: dict[str, Any] = {"connect_timeout": 10, "application_name": "pipeline"}
+
+
+class PgState:
+    """The pool and the batch row that a store (and the fleet coordination) share."""
+
+    def __init__(self, pool: AsyncConnectionPool[Conn], batch_id: int, location: str) -> None:
+        self.pool = pool
+        self.batch_id = batch_id
+        self.location = location
+
+    def error(self, exc: BaseException) -> StateError:
+        return StateError(str(exc).replace("\n", " ").strip(), location=self.location)
+
+
+async def connect(url: str, location: str, *, name: str, output: str) -> PgState:
+    """A pool on ``url`` with the schema migrated and the batch ``(name, output)`` known.
+    Raises ``StateError`` (unreachable, refused, a newer schema)."""
+    try:
+        # One plain connection first: a refused or unreachable server fails at once, with
+        # its own reason (a pool would retry until its timeout).
+        conn = await psycopg.AsyncConnection.connect(url, **_CONNECT)
+    except psycopg.Error as exc:
+        raise StateError(f"cannot connect: {_reason(exc)}", location=location) from exc
+    try:
+        async with conn:
+            await migrate(conn, location)
+            cur = await conn.execute(
+                "INSERT INTO pipeline_batches (name, output) VALUES (%s, %s) "
+                "ON CONFLICT (output, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+                (name, output),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            batch_id = int(str(row[0]))
+            await conn.execute(
+                "INSERT INTO pipeline_budget (batch_id) VALUES (%s) ON CONFLICT DO NOTHING",
+                (batch_id,),
+            )
+            await conn.commit()
+    except psycopg.Error as exc:
+        raise StateError(_reason(exc), location=location) from exc
+
+    async def configure(conn: Conn) -> None:
+        await conn.execute("SET synchronous_commit = on")
+        await conn.commit()
+
+    pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=4,
+        open=False,
+        configure=configure,
+        timeout=30.0,
+        kwargs=_CONNECT,
+    )
+    try:
+        await pool.open(wait=True, timeout=30.0)
+    except Exception as exc:
+        await pool.close()
+        raise StateError(f"cannot connect: {_reason(exc)}", location=location) from exc
+    return PgState(pool, batch_id, location)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0] if "\n" in text else text
+
+
+async def select_records(conn: Conn, batch_id: int) -> list[JobRecord]:
+    cur = await conn.execute(
+        f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s",
+        (batch_id,),
+    )
+    rows = await cur.fetchall()
+    with _gc.paused():
+        return list(map(JobRecord, sort_rows(rows)))
+
+
+class PostgresStore:
+    """The run state of one batch in a PostgreSQL database. Open with ``connect`` and
+    wrap; ``close`` closes the pool."""
+
+    def __init__(self, pg: PgState) -> None:
+        self.pg = pg
+        self._batcher = Batcher(self._flush)
+        self._writes = 0
+        self.commits = 0
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.pg.location!r}, batch {self.pg.batch_id})"
+
+    @property
+    def location(self) -> str:
+        return self.pg.location
+
+    @property
+    def writes(self) -> int:
+        return self._writes
+
+    async def close(self) -> None:
+        await self.pg.pool.close()
+
+    # -- group commit -------------------------------------------------------------------
+
+    async def _flush(self, batch: list[Call]) -> None:
+        try:
+            async with self.pg.pool.connection() as conn:
+                try:
+                    async with conn.transaction(), conn.pipeline():
+                        for call in batch:
+                            await call.fn(conn)
+                    for call in batch:
+                        call.done = True
+                    self.commits += 1
+                except psycopg.Error:
+                    for call in batch:  # one transaction each: each error to its writer
+                        try:
+                            async with conn.transaction():
+                                await call.fn(conn)
+                            call.done = True
+                            self.commits += 1
+                        except psycopg.Error as exc:
+                            call.error = self.pg.error(exc)
+        except psycopg.Error as exc:
+            raise self.pg.error(exc) from exc
+        finally:
+            self._writes += sum(c.done for c in batch)
+
+    async def _write(self, sql: str, params: Mapping[str, Any]) -> None:
+        args = {"b": self.pg.batch_id, **params}
+
+        async def op(conn: Conn) -> None:
+            await conn.execute(sql.encode(), args)
+
+        await self._batcher.call(op)
+
+    async def _run(self, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
+        try:
+            async with self.pg.pool.connection() as conn:
+                result = await fn(conn)
+                await conn.commit()
+                return result
+        except psycopg.Error as exc:
+            raise self.pg.error(exc) from exc
+
+    # -- meta and counters --------------------------------------------------------------
+
+    async def get_meta(self) -> dict[str, str]:
+        async def read(conn: Conn) -> dict[str, str]:
+            cur = await conn.execute(
+                "SELECT key, value FROM pipeline_meta WHERE batch_id = %s", (self.pg.batch_id,)
+            )
+            return {str(k): str(v) for k, v in await cur.fetchall()}
+
+        result: dict[str, str] = await self._run(read)
+        return result
+
+    async def set_meta(self, values: Mapping[str, str]) -> None:
+        for key, value in values.items():
+            await self._write(
+                "INSERT INTO pipeline_meta (batch_id, key, value) VALUES (%(b)s, %(k)s, %(v)s) "
+                "ON CONFLICT (batch_id, key) DO UPDATE SET value = EXCLUDED.value",
+                {"k": key, "v": value},
+            )
+
+    async def add_counters(self, provider: str, requests: int, rate_limited: int) -> None:
+        await self._write(
+            "INSERT INTO pipeline_counters (batch_id, provider, requests, rate_limited) "
+            "VALUES (%(b)s, %(p)s, %(r)s, %(rl)s) ON CONFLICT (batch_id, provider) DO UPDATE "
+            "SET requests = pipeline_counters.requests + EXCLUDED.requests, "
+            "rate_limited = pipeline_counters.rate_limited + EXCLUDED.rate_limited",
+            {"p": provider, "r": requests, "rl": rate_limited},
+        )
+
+    async def counters(self) -> Counters:
+        async def read(conn: Conn) -> Counters:
+            return await read_counters(conn, self.pg.batch_id)
+
+        result: Counters = await self._run(read)
+        return result
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def sync_batch(
+        self, jobs: Sequence[Job], models: Mapping[str, str]
+    ) -> dict[str, JobRecord]:
+        async def sync(conn: Conn) -> list[JobRecord]:
+            async with conn.transaction():
+                # Workers starting together sync one after the other.
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.pg.batch_id,))
+                records = await select_records(conn, self.pg.batch_id)
+                changed = await _apply_sync(conn, self.pg.batch_id, records, jobs, models)
+                if changed:
+                    self._writes += 1
+                    records = await select_records(conn, self.pg.batch_id)
+            return records
+
+        return {r.id: r for r in await self._run(sync)}
+
+    async def records(self) -> list[JobRecord]:
+        async def read(conn: Conn) -> list[JobRecord]:
+            return await select_records(conn, self.pg.batch_id)
+
+        result: list[JobRecord] = await self._run(read)
+        return result
+
+    async def mark_intent(self, job_id: str) -> None:
+        await self._write(
+            f"UPDATE pipeline_jobs SET status = '{JobStatus.INTENT}', attempts = attempts + 1, "
+            "error = NULL, remote_id = NULL WHERE batch_id = %(b)s AND id = %(id)s",
+            {"id": job_id},
+        )
+
+    async def mark_submitted(
+        self, job_id: str, remote_id: str, at: str, usage: Mapping[str, Any]
+    ) -> None:
+        await self._write(
+            f"UPDATE pipeline_jobs SET status = '{JobStatus.SUBMITTED}', remote_id = %(r)s, "
+            "submitted_at = %(at)s, usage = %(u)s WHERE batch_id = %(b)s AND id = %(id)s",
+            {"id": job_id, "r": remote_id, "at": at, "u": json.dumps(usage)},
+        )
+
+    async def mark_completed(
+        self,
+        job_id: str,
+        *,
+        at: str,
+        latency_s: float | None,
+        images: Sequence[Mapping[str, Any]],
+        cost: Mapping[str, Any],
+        usage: Mapping[str, Any],
+    ) -> None:
+        await self._write(
+            f"UPDATE pipeline_jobs SET status = '{JobStatus.COMPLETED}', completed_at = %(at)s, "
+            "latency_s = %(l)s, images = %(i)s, image_count = %(n)s, cost = %(c)s, "
+            "usage = %(u)s, error = NULL WHERE batch_id = %(b)s AND id = %(id)s",
+            {
+                "id": job_id,
+                "at": at,
+                "l": latency_s,
+                "i": json.dumps(images),
+                "n": len(images),
+                "c": json.dumps(cost),
+                "u": json.dumps(usage),
+            },
+        )
+
+    async def mark_failed(
+        self,
+        job_id: str,
+        *,
+        at: str,
+        error: Mapping[str, Any],
+        cost: Mapping[str, Any] | None = None,
+        usage: Mapping[str, Any] | None = None,
+    ) -> None:
+        await self._write(
+            f"UPDATE pipeline_jobs SET status = '{JobStatus.FAILED}', completed_at = %(at)s, "
+            "error = %(e)s, cost = COALESCE(%(c)s, cost), usage = COALESCE(%(u)s, usage) "
+            "WHERE batch_id = %(b)s AND id = %(id)s",
+            {
+                "id": job_id,
+                "at": at,
+                "e": json.dumps(error),
+                "c": json.dumps(cost) if cost is not None else None,
+                "u": json.dumps(usage) if usage is not None else None,
+            },
+        )
+
+    async def set_images(self, job_id: str, images: Sequence[Mapping[str, Any]]) -> None:
+        await self._write(
+            "UPDATE pipeline_jobs SET images = %(i)s, image_count = %(n)s "
+            "WHERE batch_id = %(b)s AND id = %(id)s",
+            {"id": job_id, "i": json.dumps(images), "n": len(images)},
+        )
+
+    async def note_error(self, job_id: str, error: Mapping[str, Any]) -> None:
+        await self._write(
+            "UPDATE pipeline_jobs SET error = %(e)s WHERE batch_id = %(b)s AND id = %(id)s",
+            {"id": job_id, "e": json.dumps(error)},
+        )
+
+    async def add_flag(self, job_id: str, flag: str) -> None:
+        await self._write(_ADD_FLAG, {"id": job_id, "flag": flag})
+
+    async def add_duplicate_cost(self, job_id: str, usd: float, credits: float) -> None:
+        await self._write(
+            "UPDATE pipeline_jobs SET duplicate_cost = json_build_object("
+            "'usd', COALESCE((duplicate_cost::json->>'usd')::float8, 0) + %(usd)s, "
+            "'credits', COALESCE((duplicate_cost::json->>'credits')::float8, 0) + %(cr)s"
+            ")::text WHERE batch_id = %(b)s AND id = %(id)s",
+            {"id": job_id, "usd": usd, "cr": credits},
+        )
+
+
+async def read_counters(conn: Conn, batch_id: int) -> Counters:
+    cur = await conn.execute(
+        "SELECT provider, requests, rate_limited FROM pipeline_counters WHERE batch_id = %s",
+        (batch_id,),
+    )
+    return {str(p): (int(str(r)), int(str(rl))) for p, r, rl in await cur.fetchall()}
+
+
+async def _apply_sync(
+    conn: Conn,
+    batch_id: int,
+    records: list[JobRecord],
+    jobs: Sequence[Job],
+    models: Mapping[str, str],
+) -> bool:
+    """Carry out ``plan_sync`` inside the caller's transaction; whether anything changed."""
+    fingerprints = job_fingerprints(jobs)
+    wanted = [(j.id, j.provider, fp) for j, fp in zip(jobs, fingerprints, strict=True)]
+    existing = [(r.row.id, r.row.fingerprint, r.superseded) for r in records]
+    plan = plan_sync(existing, wanted, records[-1].row.seq + 1 if records else 0)
+    if not plan:
+        return False
+    b = batch_id
+    for job_id, archived in plan.archive:
+        await conn.execute(
+            "UPDATE pipeline_jobs SET id = %s WHERE batch_id = %s AND id = %s",
+            (archived, b, job_id),
+        )
+        await conn.execute(_ADD_FLAG.encode(), {"b": b, "id": archived, "flag": Flag.SUPERSEDED})
+    for archived, job_id in plan.restore:
+        await conn.execute(
+            "UPDATE pipeline_jobs SET id = %s WHERE batch_id = %s AND id = %s",
+            (job_id, b, archived),
+        )
+        await conn.execute(_DROP_FLAG.encode(), {"b": b, "id": job_id, "flag": Flag.SUPERSEDED})
+    rows = [
+        (b, job_id, seq, provider, fp, stored_document(job_document(jobs[k], models[provider])))
+        for k, job_id, seq, provider, fp in plan.insert
+    ]
+    if len(rows) > _COPY_AT:
+        async with conn.cursor().copy(
+            "COPY pipeline_jobs (batch_id, id, seq, provider, fingerprint, job) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                await copy.write_row(row)
+    elif rows:
+        await conn.cursor().executemany(
+            "INSERT INTO pipeline_jobs (batch_id, id, seq, provider, fingerprint, job) "
+            "VALUES (%s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+    flag = Flag.SUPERSEDED
+    for job_id in plan.retire:
+        await conn.execute(_ADD_FLAG.encode(), {"b": b, "id": job_id, "flag": flag})
+    for job_id in plan.unretire:
+        await conn.execute(_DROP_FLAG.encode(), {"b": b, "id": job_id, "flag": flag})
+    return True
+
+
+def read_snapshot(url: str, location: str, output: str) -> Snapshot:
+    """The state of the batch whose output is ``output``, read with a plain connection
+    (``pipeline status`` from any host). Raises ``StateError``: unreachable, no such
+    batch, or several batches of different names on that output."""
+    try:
+        with psycopg.connect(url, connect_timeout=10, application_name="pipeline") as conn:
+            version = conn.execute("SELECT to_regclass('pipeline_schema') IS NOT NULL").fetchone()
+            if version is None or not version[0]:
+                raise StateError("no batch state here (no pipeline schema)", location=location)
+            found = conn.execute(
+                "SELECT id, name FROM pipeline_batches WHERE output = %s ORDER BY id", (output,)
+            ).fetchall()
+            if not found:
+                raise StateError(f"no batch with output {output!r}", location=location)
+            if len(found) > 1:
+                names = ", ".join(str(n) for _, n in found)
+                raise StateError(
+                    f"several batches write to {output!r} ({names})", location=location
+                )
+            batch_id = int(str(found[0][0]))
+            meta = {
+                str(k): str(v)
+                for k, v in conn.execute(
+                    "SELECT key, value FROM pipeline_meta WHERE batch_id = %s", (batch_id,)
+                ).fetchall()
+            }
+            rows = conn.execute(
+                f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s",
+                (batch_id,),
+            ).fetchall()
+            counters = {
+                str(p): (int(str(r)), int(str(rl)))
+                for p, r, rl in conn.execute(
+                    "SELECT provider, requests, rate_limited FROM pipeline_counters "
+                    "WHERE batch_id = %s",
+                    (batch_id,),
+                ).fetchall()
+            }
+    except psycopg.Error as exc:
+        raise StateError(f"cannot read: {_reason(exc)}", location=location) from exc
+    with _gc.paused():
+        records = list(map(JobRecord, sort_rows(rows)))
+    return Snapshot(meta, records, counters)

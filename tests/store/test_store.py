@@ -1,0 +1,232 @@
+"""The run-state protocol on every backend: write-ahead statuses, edits between runs,
+readers beside a writer, group commit."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from pipeline.errors import StateError
+from pipeline.jobs import Job, JobParams, JobStatus
+from pipeline.ledger import LedgerHeader
+from pipeline.store._edits import fingerprint, job_document
+from tests.ledger._support import build_ledger
+from tests.store.conftest import Backend
+
+pytestmark = pytest.mark.anyio
+
+MODELS = {"wavespeed": "kling-image-o3", "skills_video": "kling-ai/o3-image"}
+
+
+def _job(prompt: str, job_id: str = "a", provider: str = "wavespeed") -> Job:
+    return Job(id=job_id, prompt_id=job_id, provider=provider, prompt=prompt, params=JobParams())
+
+
+def _status(backend: Backend, job_id: str) -> str:
+    return next(r.row.status for r in backend.snapshot().records if r.id == job_id)
+
+
+async def test_statuses_follow_the_write_ahead_protocol(backend: Backend) -> None:
+    """intent -> submitted (with remote id) -> completed, each committed and visible."""
+    store = await backend.open()
+    await store.sync_batch([_job("cat")], MODELS)
+    await store.mark_intent("a")
+    (rec,) = backend.snapshot().records
+    assert (rec.status, rec.remote_id, rec.row.attempts) == ("intent", None, 1)
+    await store.mark_submitted("a", "r-1", "2026-01-01T00:00:00Z", {"total": 20})
+    (rec,) = backend.snapshot().records
+    assert (rec.status, rec.remote_id, rec.usage) == ("submitted", "r-1", {"total": 20})
+    images = [{"path": "images/a-1.png", "bytes": 3}, {"path": "images/a-2.png", "bytes": 4}]
+    await store.mark_completed(
+        "a", at="t", latency_s=1.5, images=images, cost={"usd": 0.028}, usage={}
+    )
+    (rec,) = backend.snapshot().records
+    assert rec.status == JobStatus.COMPLETED
+    assert (rec.images, rec.row.image_count, rec.row.latency_s) == (images, 2, 1.5)
+    assert rec.cost == {"usd": 0.028}
+    await store.mark_intent("a")  # a rerun of a failed download, say: a fresh attempt
+    (rec,) = backend.snapshot().records
+    assert (rec.row.attempts, rec.remote_id) == (2, None)
+    await store.mark_failed("a", at="t2", error={"code": "x"}, cost=None, usage=None)
+    (rec,) = backend.snapshot().records
+    assert (rec.status, rec.error_code, rec.cost) == ("failed", "x", {"usd": 0.028})
+    await store.close()
+
+
+async def test_sync_stores_documents_once(backend: Backend) -> None:
+    """New jobs get their documented fingerprint and ledger document, seq in batch order;
+    a second sync of the same jobs writes nothing."""
+    jobs = [
+        Job(
+            id=f"j{i}",
+            prompt_id=f"p{i}",
+            provider="skills_video" if i % 2 else "wavespeed",
+            prompt=f'Ünïcode "{i}"\n',
+            params=JobParams(n=i + 1, image_urls=("https://x/a.png",) * (i % 3)),
+            variant={"v": str(i)},
+        )
+        for i in range(6)
+    ]
+    store = await backend.open()
+    records = await store.sync_batch(jobs, MODELS)
+    assert list(records) == [j.id for j in jobs]
+    for k, (job, rec) in enumerate(zip(jobs, records.values(), strict=True)):
+        doc = job_document(job, MODELS[job.provider])
+        assert rec.row.fingerprint == fingerprint(doc)
+        assert rec.job == doc
+        assert rec.row.seq == k
+    before = store.writes
+    again = await store.sync_batch(jobs, MODELS)
+    assert store.writes == before
+    assert [r.row for r in again.values()] == [r.row for r in records.values()]
+    await store.close()
+
+
+async def test_edited_job_is_archived_and_restored(backend: Backend) -> None:
+    """Changing a job keeps the old row (superseded); changing it back restores it."""
+    store = await backend.open()
+    await store.sync_batch([_job("cat")], MODELS)
+    await store.mark_completed("a", at="t", latency_s=1, images=[], cost={"usd": 0.028}, usage={})
+    records = await store.sync_batch([_job("dog")], MODELS)
+    archived = [r for r in records.values() if r.superseded]
+    assert len(archived) == 1
+    assert archived[0].status == "completed"
+    assert archived[0].id.startswith("a~")
+    assert records["a"].status == "pending"
+    records = await store.sync_batch([_job("cat")], MODELS)
+    assert records["a"].status == "completed"
+    assert not records["a"].superseded
+    assert len(records) == 2
+    await store.close()
+
+
+async def test_jobs_that_leave_the_manifest_are_superseded_until_they_return(
+    backend: Backend,
+) -> None:
+    """A job no longer in the manifest keeps its row, flagged superseded (so no count of
+    the batch includes it); listed again unchanged, it is current again, work intact."""
+    store = await backend.open()
+    await store.sync_batch([_job("cat", "a"), _job("dog", "b")], MODELS)
+    await store.mark_completed("b", at="t", latency_s=1, images=[], cost={}, usage={})
+    records = await store.sync_batch([_job("cat", "a")], MODELS)
+    assert records["b"].superseded
+    assert not records["a"].superseded
+    records = await store.sync_batch([_job("cat", "a"), _job("dog", "b")], MODELS)
+    assert not records["b"].superseded
+    assert records["b"].status == "completed"
+    await store.close()
+
+
+async def test_ledger_totals_skip_superseded_jobs_but_count_their_cost(backend: Backend) -> None:
+    """Edited-away jobs stay listed and their money is counted, not their job totals."""
+    store = await backend.open()
+    await store.sync_batch([_job("cat")], MODELS)
+    await store.mark_completed("a", at="t", latency_s=1, images=[], cost={"usd": 0.028}, usage={})
+    await store.sync_batch([_job("dog")], MODELS)
+    await store.add_counters("wavespeed", 7, 1)
+    await store.add_counters("wavespeed", 3, 0)
+    header = LedgerHeader("n", "m.yaml", "s", "u", False)
+    ledger = build_ledger(header, await store.records(), await store.counters())
+    assert (ledger["totals"]["jobs"], ledger["totals"]["pending"]) == (1, 1)
+    assert ledger["totals"]["cost_usd"] == pytest.approx(0.028)
+    assert ledger["providers"]["wavespeed"]["requests"] == 10
+    assert ledger["providers"]["wavespeed"]["rate_limited"] == 1
+    assert len(ledger["jobs"]) == 2
+    await store.close()
+
+
+async def test_flags_meta_errors_and_duplicate_costs(backend: Backend) -> None:
+    """A flag is added once; meta is upserted; a noted error keeps the status; possible
+    duplicate charges add up."""
+    store = await backend.open()
+    await store.sync_batch([_job("cat")], MODELS)
+    for flag in ("reconciled", "possible_duplicate", "reconciled"):
+        await store.add_flag("a", flag)
+    await store.add_duplicate_cost("a", 0.028, 0.0)
+    await store.add_duplicate_cost("a", 0.028, 20.0)
+    await store.note_error("a", {"code": "outcome_unknown"})
+    await store.set_meta({"name": "x", "started_at": "t"})
+    await store.set_meta({"name": "y"})
+    (rec,) = backend.snapshot().records
+    assert rec.flags == ["reconciled", "possible_duplicate"]
+    assert rec.duplicate_cost == {"usd": pytest.approx(0.056), "credits": 20.0}
+    assert (rec.status, rec.error_code) == ("pending", "outcome_unknown")
+    assert await store.get_meta() == {"name": "y", "started_at": "t"}
+    assert backend.snapshot().meta == {"name": "y", "started_at": "t"}
+    await store.close()
+
+
+async def test_concurrent_writers_share_commits(backend: Backend) -> None:
+    """Many jobs writing at once: every write committed, and visible to a reader."""
+    store = await backend.open()
+    await store.sync_batch([_job(f"prompt {i}", f"j{i}") for i in range(60)], MODELS)
+    before = store.writes
+
+    async def job(i: int) -> None:
+        await store.mark_intent(f"j{i}")
+        assert _status(backend, f"j{i}") == "intent"  # committed when the await returns
+        await store.mark_submitted(f"j{i}", f"r-{i}", "t", {})
+        await store.mark_completed(
+            f"j{i}", at="t", latency_s=1.0, images=[], cost={"usd": 0.028}, usage={}
+        )
+
+    async with anyio.create_task_group() as tg:
+        for i in range(60):
+            tg.start_soon(job, i)
+    assert store.writes - before == 180
+    rows = backend.snapshot().records
+    assert {(r.status, r.remote_id) for r in rows} == {("completed", f"r-{i}") for i in range(60)}
+    await store.close()
+
+
+async def test_a_cancelled_writer_still_commits_before_returning(backend: Backend) -> None:
+    """Cancellation does not abandon a queued write: it is committed, then delivered."""
+    store = await backend.open()
+    await store.sync_batch([_job("a", "j0"), _job("b", "j1")], MODELS)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.mark_intent, "j0")  # leads: flushing
+        await anyio.wait_all_tasks_blocked()
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await store.mark_intent("j1")  # queued behind it, in a cancelled scope
+    assert [r.row.status for r in backend.snapshot().records] == ["intent", "intent"]
+    await store.close()
+
+
+async def test_a_refused_write_fails_only_its_writer(backend: Backend) -> None:
+    """A write the database refuses raises StateError for its writer; the writes grouped
+    with it still commit."""
+    store = await backend.open()
+    await store.sync_batch([_job(f"p{i}", f"j{i}") for i in range(10)], MODELS)
+    await store.add_flag("j3", "x")
+    await _corrupt_flags(backend, "j3")
+    errors: dict[int, BaseException] = {}
+
+    async def flag(i: int) -> None:
+        try:
+            await store.add_flag(f"j{i}", "reconciled")
+        except StateError as exc:
+            errors[i] = exc
+
+    async with anyio.create_task_group() as tg:
+        for i in range(10):
+            tg.start_soon(flag, i)
+    assert list(errors) == [3]
+    assert str(backend.location) in str(errors[3])
+    records = {r.id: r for r in await store.records()}
+    assert all(records[f"j{i}"].flags == ["reconciled"] for i in range(10) if i != 3)
+    await store.close()
+
+
+async def _corrupt_flags(backend: Backend, job_id: str) -> None:
+    """Plant text that is not JSON in a job's flags, from outside the store."""
+    if backend.kind == "sqlite":
+        import sqlite3
+
+        with sqlite3.connect(backend.location.target) as conn:
+            conn.execute("UPDATE jobs SET flags = 'not json' WHERE id = ?", (job_id,))
+        return
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(backend.location.target) as conn:
+        await conn.execute("UPDATE pipeline_jobs SET flags = 'not json' WHERE id = %s", (job_id,))
