@@ -6,7 +6,11 @@ Control endpoints (not part of either provider's API, no auth):
 - ``GET /_emulator/stats`` -> :class:`~pipeline.emulator._stats.EmulatorStats` as JSON
 - ``GET /_emulator/tasks[?provider=NAME]`` -> every task: id, provider, status, input,
   usage, created/completed times
-- ``GET /_emulator/files/{task id}/{k}.{ext}`` -> image ``k`` (1-based) of a completed task
+- ``GET /_emulator/files/{task id}/{k}.{ext}`` -> image ``k`` (1-based) of a completed task:
+  404 unless it exists and completed, 410 once retention deleted the task (404 when
+  purged), 403 when the provider signs URLs (``url_ttl_s``) and the signature is missing,
+  wrong or expired (checked after retention: a deleted task's URLs say 410 whatever their
+  age)
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from pipeline.clock import Clock
+from pipeline.emulator import _skills_sse as skills_sse
 from pipeline.emulator import _skills_video as skills_video
 from pipeline.emulator import _wavespeed as wavespeed
 from pipeline.emulator._config import PROVIDERS, EmulatorConfig
@@ -21,6 +26,7 @@ from pipeline.emulator._faults import chance
 from pipeline.emulator._images import CONTENT_TYPES, ImageKey, image_size
 from pipeline.emulator._state import STATE_KEY, EmulatorState
 from pipeline.emulator._tasks import Phase
+from pipeline.emulator._urls import refusal
 from pipeline.emulator._wire import json_reply
 
 
@@ -33,6 +39,7 @@ def create_app(config: EmulatorConfig, *, clock: Clock | None = None) -> web.App
     app = web.Application()
     app[STATE_KEY] = EmulatorState(config, clock=clock)
     wavespeed.add_routes(app)
+    skills_sse.add_routes(app)
     skills_video.add_routes(app)
     app.router.add_get("/_emulator/health", health)
     app.router.add_get("/_emulator/stats", stats)
@@ -61,25 +68,40 @@ async def tasks(request: web.Request) -> web.Response:
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    """One generated image, rendered on first request; 404 unless its task completed."""
+    """One generated image, rendered on first request (see the module docstring)."""
     state = request.app[STATE_KEY]
     task = state.store.get(request.match_info["task_id"])
     stem, _, ext = request.match_info["name"].partition(".")
     if (
         task is None
-        or task.phase(state.clock()) is not Phase.COMPLETED
         or not stem.isdigit()
         or not 1 <= int(stem) <= task.spec.n
         or ext != task.spec.output_format
     ):
         return json_reply({"message": "file not found"}, 404)
+    now = state.clock()
+    phase = task.phase(now)
+    if phase is Phase.DELETED:
+        if now >= task.purged:
+            return json_reply({"message": "file not found"}, 404)
+        return json_reply({"message": "file deleted: the task's retention has passed"}, 410)
+    profile = state.config.faults_for(task.provider)
+    if profile.url_ttl_s is not None:
+        why = refusal(state.url_secret, request.path, request.query, int(state.wall() * 1000))
+        if why is not None:
+            return json_reply({"message": why}, 403)
+    if phase is not Phase.COMPLETED:
+        return json_reply({"message": "file not found"}, 404)
+    k = int(stem)
     width, height = image_size(
         task.spec.aspect_ratio, task.spec.resolution, state.config.image_scale
     )
-    data = await state.images.get(ImageKey(task.id, int(stem), width, height, ext))
+    data = await state.images.get(ImageKey(task.id, k, width, height, ext))
     state.counters[task.provider].downloads += 1
     headers = {"Content-Type": CONTENT_TYPES[ext], "Cache-Control": "public, max-age=86400"}
-    if chance(state.rng, state.config.faults_for(task.provider).truncate_download):
+    first = (task.id, k) not in state.downloaded
+    state.downloaded.add((task.id, k))
+    if (first and profile.truncate_first_download) or chance(state.rng, profile.truncate_download):
         return await _truncated(request, data, headers)
     return web.Response(body=data, headers=headers)
 

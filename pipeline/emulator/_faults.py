@@ -1,4 +1,4 @@
-"""Fault decisions: the server-side rate limit, and each task's drawn fate.
+"""Fault decisions: each task's drawn fate, and the evenly spread ``lost_reply`` choice.
 
 All randomness comes from the emulator's one seeded ``random.Random``, so a run is
 repeatable for a given request order. A rate of 0 draws nothing: without faults, only
@@ -18,9 +18,16 @@ WAVESPEED_FAILURES: tuple[tuple[int, str], ...] = (
 )
 WAVESPEED_CONTENT = (1200, "Content moderation: the prompt or output was flagged")
 SKILLS_FAILURE = ("IMAGE_GENERATION_FAILED", "Image generation failed")
+SKILLS_TIMEOUT = ("IMAGE_GENERATION_TIMEOUT", "Image generation timed out")
+CANCELLED_MESSAGE = "Task was cancelled"
+TIMEOUT_MESSAGE = "Task timed out"
 TRIGGER_FAIL = "[[fail]]"
 TRIGGER_REJECT = "[[reject]]"
 TRIGGER_STUCK = "[[stuck]]"
+TRIGGER_CANCEL = "[[cancel]]"
+TRIGGER_TIMEOUT = "[[timeout]]"
+# Products like 0.29 * 100 land a hair under the integer in floating point.
+_EPSILON = 1e-9
 
 
 def chance(rng: random.Random, rate: float) -> bool:
@@ -28,28 +35,12 @@ def chance(rng: random.Random, rate: float) -> bool:
     return rate > 0 and rng.random() < rate
 
 
-class TokenBucket:
-    """``rate`` tokens per second, at most ``capacity`` banked; one per request."""
-
-    __slots__ = ("capacity", "last", "rate", "tokens")
-
-    def __init__(self, rate: float, capacity: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.tokens = capacity
-        self.last = now
-
-    def __repr__(self) -> str:
-        return f"TokenBucket(rate={self.rate}, tokens={self.tokens:.2f}/{self.capacity})"
-
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one; False means over the limit."""
-        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
+def spaced(rate: float, k: int) -> bool:
+    """Whether the ``k``-th event (1-based) is one of an exact ``rate`` fraction, evenly
+    spread: of the first N events, ``floor(N * rate)`` are. Draws nothing."""
+    if rate <= 0 or k < 1:
         return False
+    return int(k * rate + _EPSILON) > int((k - 1) * rate + _EPSILON)
 
 
 def rejects_content(profile: FaultProfile, rng: random.Random, prompt: str) -> bool:
@@ -57,6 +48,12 @@ def rejects_content(profile: FaultProfile, rng: random.Random, prompt: str) -> b
     if profile.prompt_triggers and TRIGGER_REJECT in prompt:
         return True
     return chance(rng, profile.content_reject)
+
+
+def _ended(provider: str, outcome: Outcome) -> tuple[str | int | None, str]:
+    if outcome is Outcome.CANCELLED:
+        return None, CANCELLED_MESSAGE
+    return (None, TIMEOUT_MESSAGE) if provider == "wavespeed" else SKILLS_TIMEOUT
 
 
 def draw_fate(config: EmulatorConfig, provider: str, rng: random.Random, prompt: str) -> Fate:
@@ -76,6 +73,12 @@ def draw_fate(config: EmulatorConfig, provider: str, rng: random.Random, prompt:
     if triggers and TRIGGER_FAIL in prompt:
         code, message = WAVESPEED_FAILURES[0] if provider == "wavespeed" else SKILLS_FAILURE
         return Fate(latency, queue, Outcome.FAILED, code, message)
+    for trigger, rate, outcome in (
+        (TRIGGER_CANCEL, profile.task_cancel, Outcome.CANCELLED),
+        (TRIGGER_TIMEOUT, profile.task_timeout, Outcome.TIMED_OUT),
+    ):
+        if (triggers and trigger in prompt) or chance(rng, rate):
+            return Fate(latency, queue, outcome, *_ended(provider, outcome))
     if chance(rng, profile.task_fail):
         if provider == "wavespeed":
             code, message = rng.choice(WAVESPEED_FAILURES)

@@ -1,25 +1,27 @@
 """The checks every API request passes before its handler: faults, auth, limits.
 
 Order (as a gateway in front of the real APIs would apply them): count the request,
-maybe stall (``slow``), maybe drop the connection (``reset``), authenticate, rate-limit
-(``max_rps``, then random ``rate_429``), then inject 5xx on submits and polls. A submit
-that is to be reset after its task exists, or answered with broken JSON, carries that
-decision to the handler in :class:`Admission`.
+maybe stall (``slow``), maybe drop the connection (``reset``), authenticate, check the
+key's permission (``permission_denied``, submits), rate-limit (``max_rps``, then random
+``rate_429``), then inject 5xx on submits and polls. What a submit's reply is to suffer
+once its task exists (reset, broken JSON, 202) travels to the handler in
+:class:`Admission`; the handler calls :meth:`Admission.created` once it made the task
+(the evenly spread ``lost_reply`` counts created tasks).
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
-from pipeline.emulator._faults import chance
+from pipeline.emulator._faults import chance, spaced
 from pipeline.emulator._state import EmulatorState
 from pipeline.emulator._wire import (
+    PERMISSION_MESSAGE,
     bearer,
     drop_connection,
-    error_reply,
     malformed_reply,
     retry_after_header,
 )
@@ -42,6 +44,14 @@ class Admission:
     reply: web.StreamResponse | None = None
     reset_after: bool = False
     malformed: bool = False
+    accepted: bool = False
+
+    def created(self, state: EmulatorState, provider: str) -> Admission:
+        """The verdict once the handler created its task (``lost_reply`` may drop it)."""
+        rate = state.config.faults_for(provider).lost_reply
+        if spaced(rate, state.counters[provider].submits):
+            return replace(self, reset_after=True)
+        return self
 
     def finish(
         self, state: EmulatorState, request: web.Request, provider: str, reply: web.Response
@@ -51,6 +61,8 @@ class Admission:
             return drop_connection(request, state.counters[provider])
         if self.malformed:
             return malformed_reply()
+        if self.accepted and reply.status == 200:
+            reply.set_status(202)
         return reply
 
 
@@ -74,19 +86,34 @@ async def admit(state: EmulatorState, request: web.Request, provider: str, kind:
     key = state.config.key_for(provider)
     token = bearer(request)
     if not token or (key is not None and token != key):
-        return Admission(reply=error_reply(counters, provider, 401))
+        return Admission(reply=state.error(provider, 401))
     if profile.auth_fail_after is not None and counters.requests > profile.auth_fail_after:
-        return Admission(reply=error_reply(counters, provider, 401, "API key is inactive"))
+        return Admission(reply=state.error(provider, 401, "API key is inactive"))
+    if kind is Kind.SUBMIT and chance(rng, profile.permission_denied):
+        return Admission(reply=state.error(provider, 403, PERMISSION_MESSAGE))
 
     headers = retry_after_header(profile.retry_after)
     bucket = state.buckets[provider]
     if bucket is not None and not bucket.take(state.clock()):
-        return Admission(reply=error_reply(counters, provider, 429, headers=headers))
+        return Admission(reply=state.error(provider, 429, headers=headers))
     if chance(rng, profile.rate_429):
-        return Admission(reply=error_reply(counters, provider, 429, headers=headers))
+        return Admission(reply=state.error(provider, 429, headers=headers))
 
     rate_5xx = {Kind.SUBMIT: profile.submit_5xx, Kind.POLL: profile.poll_5xx}.get(kind, 0.0)
     if chance(rng, rate_5xx):
-        return Admission(reply=error_reply(counters, provider, rng.choice(_5XX)))
+        return Admission(reply=state.error(provider, rng.choice(_5XX)))
 
-    return Admission(reset_after=reset, malformed=chance(rng, profile.malformed_json))
+    malformed = chance(rng, profile.malformed_json)
+    accepted = kind is Kind.SUBMIT and chance(rng, profile.accepted_202)
+    return Admission(reset_after=reset, malformed=malformed, accepted=accepted)
+
+
+def over_image_limit(state: EmulatorState, provider: str, images: int) -> web.Response | None:
+    """A 429 when creating ``images`` more now would exceed ``images_per_minute``, else
+    ``None`` (and the images are counted: call it last before creating the task)."""
+    window = state.windows[provider]
+    if window is None or window.admit(images, state.clock()):
+        return None
+    headers = retry_after_header(state.config.faults_for(provider).retry_after)
+    message = f"Rate limit exceeded: {window.limit} images per minute"
+    return state.error(provider, 429, message, headers=headers)

@@ -3,7 +3,8 @@
 Every (task, k) image differs: its colours and a 16x16 bit grid come from
 ``sha256(task id, k)``, so no two images of a run share a hash. Rendering is lazy (at
 the first download) and cached by bytes; large images render in a worker thread so the
-event loop keeps serving.
+event loop keeps serving. In real-size mode the picture is only a band at the top of a
+shared noise template (:mod:`pipeline.emulator._realsize`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 from pipeline import _threads
+from pipeline.emulator._realsize import Template, Templates, assemble, band_rows
 
 # About one megapixel per ratio, both sides multiples of 16 (the "1k" size).
 BASE_SIZES: dict[str, tuple[int, int]] = {
@@ -47,21 +49,16 @@ def image_size(aspect_ratio: str, resolution: str, scale: float = 1.0) -> tuple[
     return max(MIN_SIDE, round(w * factor)), max(MIN_SIDE, round(h * factor))
 
 
-def file_path(task_id: str, k: int, fmt: str) -> str:
-    """The emulator's URL path of image ``k`` (1-based) of a task."""
-    return f"/_emulator/files/{task_id}/{k}.{fmt}"
-
-
-def render(task_id: str, k: int, width: int, height: int, fmt: str) -> bytes:
-    """Encode one distinct image of ``width`` x ``height`` as ``fmt`` (png/jpeg/webp)."""
+def draw(task_id: str, k: int, width: int, height: int) -> Image.Image:
+    """The picture of image ``k`` of a task: colours and a bit grid from its digest."""
     digest = hashlib.sha256(f"{task_id}/{k}".encode()).digest()
     background = (digest[0], digest[1], digest[2])
     accent = (255 - digest[0], 255 - digest[1], 255 - digest[2])
     img = Image.new("RGB", (width, height), background)
-    draw = ImageDraw.Draw(img)
+    pen = ImageDraw.Draw(img)
     # A band whose slope depends on the image, so the pictures also look different.
     offset = digest[3] * width // 255
-    draw.polygon(
+    pen.polygon(
         [(offset, 0), (min(width, offset + width // 4), 0), (width // 2, height), (0, height)],
         fill=accent,
     )
@@ -70,7 +67,13 @@ def render(task_id: str, k: int, width: int, height: int, fmt: str) -> bytes:
     for i in range(_GRID * _GRID):
         if digest[i // 8 % len(digest)] >> (i % 8) & 1:
             x, y = (i % _GRID) * cell, (i // _GRID) * cell
-            draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(255, 255, 255))
+            pen.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(255, 255, 255))
+    return img
+
+
+def render(task_id: str, k: int, width: int, height: int, fmt: str) -> bytes:
+    """Encode one distinct image of ``width`` x ``height`` as ``fmt`` (png/jpeg/webp)."""
+    img = draw(task_id, k, width, height)
     out = io.BytesIO()
     if fmt == "png":
         img.save(out, format="PNG", compress_level=1)
@@ -94,17 +97,30 @@ class ImageKey:
     fmt: str
 
 
+def _assemble(template: Template, key: ImageKey) -> bytes:
+    band = None
+    if key.fmt == "png":
+        band = draw(key.task_id, key.k, key.width, band_rows(key.height))
+    return assemble(template, band, f"{key.task_id}/{key.k}")
+
+
 class ImageCache:
-    """Renders images on demand and keeps the most recent ones, bounded by total bytes."""
+    """Renders images on demand and keeps the most recent ones, bounded by total bytes.
 
-    __slots__ = ("_bytes", "_entries", "hits", "max_bytes", "renders")
+    ``real_size``: images are a band of their own over a shared noise template (see
+    :mod:`pipeline.emulator._realsize`); the templates have a cache of their own, also
+    bounded by ``max_bytes``.
+    """
 
-    def __init__(self, max_bytes: int) -> None:
+    __slots__ = ("_bytes", "_entries", "hits", "max_bytes", "renders", "templates")
+
+    def __init__(self, max_bytes: int, *, real_size: bool = False) -> None:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[ImageKey, bytes] = OrderedDict()
         self._bytes = 0
         self.hits = 0
         self.renders = 0
+        self.templates = Templates(max_bytes) if real_size else None
 
     def __repr__(self) -> str:
         return (
@@ -119,11 +135,15 @@ class ImageCache:
             self._entries.move_to_end(key)
             self.hits += 1
             return data
-        args = (key.task_id, key.k, key.width, key.height, key.fmt)
-        if key.width * key.height > _THREAD_PIXELS:
-            data = await _threads.run_sync(render, *args)
+        if self.templates is not None:
+            template = await self.templates.get(key.width, key.height, key.fmt)
+            data = await _threads.run_sync(_assemble, template, key)
         else:
-            data = render(*args)
+            args = (key.task_id, key.k, key.width, key.height, key.fmt)
+            if key.width * key.height > _THREAD_PIXELS:
+                data = await _threads.run_sync(render, *args)
+            else:
+                data = render(*args)
         self.renders += 1
         self._put(key, data)
         return data

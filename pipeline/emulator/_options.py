@@ -20,9 +20,11 @@ def required_keys(env_name: str | None) -> dict[str, str] | None:
 
 
 def fault_profile(items: list[str]) -> FaultProfile:
-    """``--fault name=value`` options -> a FaultProfile (values parsed by field type).
+    """``--fault name=value`` options -> a FaultProfile (values parsed by field type:
+    booleans from ``1/true/yes``, text as given, numbers; ``none`` for an optional one).
 
-    Raises ``UsageError`` for an unknown name or a value that is not a number.
+    Raises ``UsageError`` for an unknown name, a value that is not a number, or a value
+    the profile refuses (out of range, unknown ``error_shape``).
     """
     types = {f.name: str(f.type) for f in fields(FaultProfile)}
     values: dict[str, object] = {}
@@ -34,12 +36,19 @@ def fault_profile(items: list[str]) -> FaultProfile:
             )
         kind = types[name]
         try:
-            if "bool" in kind:
+            if "None" in kind and raw.lower() == "none":
+                values[name] = None
+            elif "bool" in kind:
                 values[name] = raw.lower() in ("1", "true", "yes")
             elif "int" in kind:
                 values[name] = int(raw)
+            elif "str" in kind:
+                values[name] = raw
             else:
                 values[name] = float(raw)
         except ValueError:
             raise UsageError(f"--fault {item!r}: {raw!r} is not a number") from None
-    return FaultProfile(**values)  # type: ignore[arg-type]
+    try:
+        return FaultProfile(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise UsageError(f"--fault: {exc}") from None

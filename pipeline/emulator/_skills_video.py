@@ -1,30 +1,29 @@
 """The skills.video v1 API (``/api/v1/...``) for Kling O3 Image.
 
-Submit answers ``IN_QUEUE`` with the normalized input and the credits charged; polls
-read the task's timeline. Over ``max_concurrent`` unfinished tasks a submit is refused
-with 429 (limits are undocumented; refusing is the harsher guess). Status spelling follows
+Submit answers ``IN_QUEUE`` with the normalized input and the credits charged (200, or
+202 under ``accepted_202``); polls read the task's timeline. Over ``max_concurrent``
+unfinished tasks or ``images_per_minute`` a submit is refused with 429 (limits are
+undocumented; refusing is the harsher guess). Status spelling follows
 ``skills_status_style``: ``upper`` (``IN_QUEUE``...) or ``lower`` (``starting``...),
-the two spellings the docs have used.
+the two spellings the docs have used. After ``retention_s`` a generation answers 404 (the
+API documents no deleted status). The SSE variant is in
+:mod:`pipeline.emulator._skills_sse`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from typing import Any
 
-import anyio
 from aiohttp import web
 
 from pipeline.emulator._faults import draw_fate, rejects_content
-from pipeline.emulator._gate import Admission, Kind, admit
-from pipeline.emulator._images import CONTENT_TYPES, file_path, image_size
+from pipeline.emulator._gate import Admission, Kind, admit, over_image_limit
+from pipeline.emulator._images import CONTENT_TYPES, image_size
 from pipeline.emulator._state import STATE_KEY, EmulatorState
-from pipeline.emulator._tasks import Phase, Task, TaskSpec
+from pipeline.emulator._tasks import Outcome, Phase, Task, TaskSpec
 from pipeline.emulator._wire import (
     InvalidInput,
-    error_reply,
     is_http_url,
     json_reply,
     read_object,
@@ -51,6 +50,7 @@ STATUS_STYLES: dict[str, dict[Phase, str]] = {
         Phase.FAILED: "failed",
     },
 }
+CANCELED_STYLES = {"upper": "CANCELED", "lower": "canceled"}
 # "@Image3" or a bare "@Image", not followed by more letters ("@Images" is plain text).
 _REFERENCE = re.compile(r"@Image(\d*)(?![A-Za-z0-9])")
 
@@ -94,9 +94,13 @@ def parse_submit(body: dict[str, Any]) -> TaskSpec:
 def generation(state: EmulatorState, task: Task, phase: Phase, origin: str) -> dict[str, Any]:
     """A generation as ``GET /api/v1/generation/{id}`` shows it in ``phase``."""
     spec = task.spec
+    style = state.config.skills_status_style
+    status = STATUS_STYLES[style][phase]
+    if phase is Phase.FAILED and task.outcome is Outcome.CANCELLED:
+        status = CANCELED_STYLES[style]
     body: dict[str, Any] = {
         "id": task.id,
-        "status": STATUS_STYLES[state.config.skills_status_style][phase],
+        "status": status,
         "input": dict(spec.wire_input),
         "data": None,
         "usage": dict(task.usage),
@@ -105,7 +109,7 @@ def generation(state: EmulatorState, task: Task, phase: Phase, origin: str) -> d
         width, height = image_size(spec.aspect_ratio, spec.resolution, state.config.image_scale)
         images = [
             {
-                "url": origin + file_path(task.id, k, spec.output_format),
+                "url": state.image_url(task, k, origin),
                 "file_name": f"{task.id}-{k}.{spec.output_format}",
                 "content_type": CONTENT_TYPES[spec.output_format],
                 "width": width,
@@ -121,12 +125,13 @@ def generation(state: EmulatorState, task: Task, phase: Phase, origin: str) -> d
             "image": images[0],
         }
     elif phase is Phase.FAILED:
-        body["code"] = task.error_code
+        if task.error_code is not None:
+            body["code"] = task.error_code
         body["message"] = task.error_message
     return body
 
 
-async def _create(request: web.Request) -> tuple[Admission, Task | None, web.StreamResponse | None]:
+async def create(request: web.Request) -> tuple[Admission, Task | None, web.StreamResponse | None]:
     """Admit, validate and create a task; the third item is an early error reply."""
     state = request.app[STATE_KEY]
     adm = await admit(state, request, PROVIDER, Kind.SUBMIT)
@@ -136,18 +141,21 @@ async def _create(request: web.Request) -> tuple[Admission, Task | None, web.Str
     try:
         spec = parse_submit(await read_object(request))
     except InvalidInput as exc:
-        return adm, None, error_reply(counters, PROVIDER, 400, exc.message)
+        return adm, None, state.error(PROVIDER, 400, exc.message)
     profile = state.config.faults_for(PROVIDER)
     if profile.credits_after is not None and counters.submits >= profile.credits_after:
-        return adm, None, error_reply(counters, PROVIDER, 402)
+        return adm, None, state.error(PROVIDER, 402)
     if rejects_content(profile, state.rng, spec.prompt):
-        return adm, None, error_reply(counters, PROVIDER, 422)
+        return adm, None, state.error(PROVIDER, 422)
     lane = state.store.lane(PROVIDER)
     limit = profile.max_concurrent
     if limit is not None and lane.in_flight(state.clock()) >= limit:
         headers = retry_after_header(profile.retry_after)
         message = f"Too many generations in progress (limit {limit})"
-        return adm, None, error_reply(counters, PROVIDER, 429, message, headers=headers)
+        return adm, None, state.error(PROVIDER, 429, message, headers=headers)
+    refused = over_image_limit(state, PROVIDER, spec.n)
+    if refused is not None:
+        return adm, None, refused
     credits = float(state.config.credits_per_image[spec.resolution.upper()]) * spec.n
     # Whole numbers go out as JSON integers, as in the docs' example ("total": 20).
     shown: float | int = int(credits) if credits.is_integer() else credits
@@ -159,14 +167,16 @@ async def _create(request: web.Request) -> tuple[Admission, Task | None, web.Str
         spec=spec,
         usage=usage,
         fate=draw_fate(state.config, PROVIDER, state.rng, spec.prompt),
+        retention_s=profile.retention_s,
+        purge_s=profile.purge_s,
     )
     counters.record_submit(task.id, dict(spec.wire_input), credits)
-    return adm, task, None
+    return adm.created(state, PROVIDER), task, None
 
 
 async def submit(request: web.Request) -> web.StreamResponse:
     """``POST /api/v1/generation/kling-ai/o3-image``."""
-    adm, task, early = await _create(request)
+    adm, task, early = await create(request)
     if task is None:
         assert early is not None
         return early
@@ -176,50 +186,6 @@ async def submit(request: web.Request) -> web.StreamResponse:
     return adm.finish(state, request, PROVIDER, json_reply(body))
 
 
-async def submit_sse(request: web.Request) -> web.StreamResponse:
-    """``POST /api/v1/generation/sse/kling-ai/o3-image``: one ``data:`` frame per status."""
-    adm, task, early = await _create(request)
-    if task is None:
-        assert early is not None
-        return early
-    state = request.app[STATE_KEY]
-    if adm.reset_after or adm.malformed:
-        return adm.finish(state, request, PROVIDER, json_reply({}))
-    origin = str(request.url.origin())
-    stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    stream.headers["Cache-Control"] = "no-cache"
-    await stream.prepare(request)
-
-    async def send(phase: Phase) -> bool:
-        frame = json.dumps(generation(state, task, phase, origin), separators=(",", ":"))
-        try:
-            await stream.write(f"data: {frame}\n\n".encode())
-        except ConnectionError:
-            return False  # the client went away
-        return True
-
-    # The first frame is the submit reply (queued); then one frame per change.
-    shown = Phase.QUEUED
-    if not await send(shown):
-        return stream
-    while not shown.terminal:
-        now = state.clock()
-        phase = task.phase(now)
-        if phase is not shown:
-            if not await send(phase):
-                return stream
-            shown = phase
-            continue
-        wake = task.next_change(now)
-        if math.isinf(wake):
-            await anyio.sleep_forever()  # a stuck task: hold the stream until shutdown
-        else:
-            await state.sleep(max(0.0, wake - now))
-    state.counters[PROVIDER].record_shown(task.id, terminal=True)
-    await stream.write_eof()
-    return stream
-
-
 async def get_generation(request: web.Request) -> web.StreamResponse:
     """``GET /api/v1/generation/{id}``."""
     state = request.app[STATE_KEY]
@@ -227,9 +193,8 @@ async def get_generation(request: web.Request) -> web.StreamResponse:
     if adm.reply is not None:
         return adm.reply
     task = state.store.get(request.match_info["id"], PROVIDER)
-    if task is None:
-        return error_reply(state.counters[PROVIDER], PROVIDER, 404, "Generation not found")
-    phase = task.phase(state.clock())
+    if task is None or (phase := task.phase(state.clock())) is Phase.DELETED:
+        return state.error(PROVIDER, 404, "Generation not found")
     state.counters[PROVIDER].record_shown(task.id, phase.terminal)
     body = generation(state, task, phase, str(request.url.origin()))
     return adm.finish(state, request, PROVIDER, json_reply(body))
@@ -243,7 +208,7 @@ async def running(request: web.Request) -> web.StreamResponse:
         return adm.reply
     raw = request.query.get("limit", "20")
     if not raw.isdigit() or not 1 <= int(raw) <= 100:
-        return error_reply(state.counters[PROVIDER], PROVIDER, 400, "limit must be 1 to 100")
+        return state.error(PROVIDER, 400, "limit must be 1 to 100")
     now = state.clock()
     style = STATUS_STYLES[state.config.skills_status_style]
     items: list[dict[str, Any]] = []
@@ -271,8 +236,7 @@ async def unsupported_model(request: web.Request) -> web.StreamResponse:
     if adm.reply is not None:
         return adm.reply
     message = f"Unsupported model: {request.match_info['model']}"
-    counters = state.counters[PROVIDER]
-    return error_reply(counters, PROVIDER, 400, message, code="IMAGE_GENERATION_UNSUPPORTED_MODEL")
+    return state.error(PROVIDER, 400, message, code="IMAGE_GENERATION_UNSUPPORTED_MODEL")
 
 
 async def not_found(request: web.Request) -> web.StreamResponse:
@@ -281,13 +245,13 @@ async def not_found(request: web.Request) -> web.StreamResponse:
     adm = await admit(state, request, PROVIDER, Kind.OTHER)
     if adm.reply is not None:
         return adm.reply
-    return error_reply(state.counters[PROVIDER], PROVIDER, 404)
+    return state.error(PROVIDER, 404)
 
 
 def add_routes(app: web.Application) -> None:
-    """Register the skills.video routes (specific ones first, catch-alls last)."""
+    """Register the skills.video routes (specific ones first, catch-alls last; the SSE
+    route, :func:`pipeline.emulator._skills_sse.add_routes`, goes before these)."""
     app.router.add_post(f"/api/v1/generation/{MODEL}", submit)
-    app.router.add_post(f"/api/v1/generation/sse/{MODEL}", submit_sse)
     app.router.add_get("/api/v1/generation/{id}", get_generation)
     app.router.add_get("/api/v1/generations/running", running)
     app.router.add_post("/api/v1/generation/{model:.+}", unsupported_model)

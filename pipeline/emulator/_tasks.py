@@ -10,6 +10,10 @@ A lane keeps, per provider, a min-heap of the end times of its unfinished tasks
 second heap of at most ``M`` slot release times gives each new task the earliest slot,
 first come first served: ``start = max(now, earliest release)``. Invariant: at no
 instant do more than ``M`` of the lane's tasks have ``start <= t < end``.
+
+Retention is part of the timeline too: a task is ``DELETED`` from ``deleted`` on (its
+record stays, a few hundred bytes, so the API can say so), and ``purged`` marks when even
+that answer stops (both ``inf`` when never).
 """
 
 from __future__ import annotations
@@ -31,18 +35,22 @@ class Phase(enum.Enum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    DELETED = "deleted"  # retention passed: the task and its outputs are gone
 
     @property
     def terminal(self) -> bool:
-        return self in (Phase.COMPLETED, Phase.FAILED)
+        return self in (Phase.COMPLETED, Phase.FAILED, Phase.DELETED)
 
 
 class Outcome(enum.Enum):
-    """How a task ends, decided at submit."""
+    """How a task ends, decided at submit (cancelled and timed out are failures that
+    WaveSpeed spells with their own status)."""
 
     COMPLETED = "completed"
     FAILED = "failed"
     STUCK = "stuck"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +74,8 @@ class Task:
     """One emulated task and its whole timeline (monotonic seconds).
 
     ``submitted`` <= ``started`` (slot granted) <= ``running`` (left the queue) <=
-    ``ends`` (terminal; ``inf`` when stuck). ``created_wall`` is the epoch time of submit.
+    ``ends`` (terminal; ``inf`` when stuck). ``deleted`` (retention) <= ``purged`` (no
+    trace left); both ``inf`` when never. ``created_wall`` is the epoch time of submit.
     """
 
     id: str
@@ -82,14 +91,18 @@ class Task:
     outcome: Outcome
     error_code: str | int | None = None
     error_message: str = ""
+    deleted: float = math.inf
+    purged: float = math.inf
 
     def phase(self, now: float) -> Phase:
         """The task's phase at monotonic time ``now``."""
+        if now >= self.deleted:
+            return Phase.DELETED
         if now < self.running:
             return Phase.QUEUED
         if now < self.ends:
             return Phase.RUNNING
-        return Phase.FAILED if self.outcome is Outcome.FAILED else Phase.COMPLETED
+        return Phase.COMPLETED if self.outcome is Outcome.COMPLETED else Phase.FAILED
 
     def completed_wall(self) -> float | None:
         """Epoch time the task ends, or ``None`` if it never does."""
@@ -102,7 +115,8 @@ class Task:
         return 0 if math.isinf(self.ends) else round((self.ends - self.running) * 1000)
 
     def next_change(self, now: float) -> float:
-        """The next instant after ``now`` at which the phase changes (``inf`` if none)."""
+        """The next instant after ``now`` at which the task's life changes phase (``inf``
+        if none; retention aside)."""
         for t in (self.running, self.ends):
             if now < t:
                 return t
@@ -198,13 +212,19 @@ class TaskStore:
         usage: Mapping[str, Any],
         fate: Fate,
         queued_limit: int | None = None,
+        retention_s: float | None = None,
+        purge_s: float | None = None,
     ) -> Task:
-        """Create and store a task whose timeline starts now (or when a slot frees)."""
+        """Create and store a task whose timeline starts now (or when a slot frees),
+        deleted ``retention_s`` after now and purged ``purge_s`` after that (``None``:
+        never)."""
         now = self.clock()
         lane = self.lane(provider)
         started = now if queued_limit is None else lane.slot_start(now, queued_limit)
         running = started + min(fate.queue_s, fate.latency_s)
         ends = math.inf if fate.outcome is Outcome.STUCK else started + fate.latency_s
+        deleted = math.inf if retention_s is None else now + retention_s
+        purged = math.inf if purge_s is None else deleted + purge_s
         task = Task(
             id=task_id,
             provider=provider,
@@ -219,6 +239,8 @@ class TaskStore:
             outcome=fate.outcome,
             error_code=fate.error_code,
             error_message=fate.error_message,
+            deleted=deleted,
+            purged=purged,
         )
         lane.admit(task, queued_limit=queued_limit)
         self._tasks[task_id] = task

@@ -2,8 +2,11 @@
 
 Submit answers a ``created`` prediction; polls read the task's timeline. Extra tasks
 beyond ``max_concurrent`` wait in the queue (the documented behaviour) rather than being
-refused. ``enable_sync_mode`` holds the submit until the task ends or
-``sync_timeout_s`` passes (then: status ``processing``, code 5004), like the real API.
+refused; beyond ``images_per_minute`` a submit gets 429. ``enable_sync_mode`` holds the
+submit until the task ends or ``sync_timeout_s`` passes (then: status ``processing``,
+code 5004), like the real API. After the profile's ``retention_s`` a poll answers status
+``deleted`` (no outputs) until ``purge_s`` more have passed, then 404. The listing
+(``POST /api/v3/predictions``) is in :mod:`pipeline.emulator._wavespeed_list`.
 """
 
 from __future__ import annotations
@@ -13,30 +16,17 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.emulator._faults import draw_fate
-from pipeline.emulator._gate import Kind, admit
-from pipeline.emulator._images import file_path
-from pipeline.emulator._state import STATE_KEY, EmulatorState, iso_utc
+from pipeline.emulator._gate import Kind, admit, over_image_limit
+from pipeline.emulator._state import STATE_KEY, EmulatorState
 from pipeline.emulator._tasks import Phase, Task, TaskSpec
-from pipeline.emulator._wire import (
-    InvalidInput,
-    error_reply,
-    is_http_url,
-    json_reply,
-    read_object,
-)
+from pipeline.emulator._wavespeed_list import list_predictions
+from pipeline.emulator._wavespeed_wire import MODEL_ROOT, PROVIDER, envelope, prediction
+from pipeline.emulator._wire import InvalidInput, is_http_url, json_reply, read_object
 from pipeline.providers.specs import ASPECT_RATIOS, MAX_IMAGE_URLS, MAX_PROMPT_CHARS, WAVESPEED
 
-PROVIDER = "wavespeed"
-MODEL_ROOT = "kwaivgi/kling-image-o3"
 RESOLUTIONS = ("1k", "2k", "4k")
 FORMATS = ("png", "jpeg", "webp")
 MAX_IMAGES = 9
-STATUS = {
-    Phase.QUEUED: "created",
-    Phase.RUNNING: "processing",
-    Phase.COMPLETED: "completed",
-    Phase.FAILED: "failed",
-}
 PRICES = WAVESPEED.usd_per_image or {"1k": 0.028, "2k": 0.028, "4k": 0.056}
 
 
@@ -82,35 +72,6 @@ def parse_submit(body: dict[str, Any], *, edit: bool) -> TaskSpec:
     return TaskSpec(prompt, aspect, resolution, fmt, n, images, wire)
 
 
-def prediction(task: Task, phase: Phase, origin: str) -> dict[str, Any]:
-    """The ``data`` object of a prediction in ``phase``."""
-    done = phase is Phase.COMPLETED
-    n = task.spec.n
-    data: dict[str, Any] = {
-        "id": task.id,
-        "model": task.model,
-        "outputs": (
-            [origin + file_path(task.id, k, task.spec.output_format) for k in range(1, n + 1)]
-            if done
-            else []
-        ),
-        "urls": {"get": f"{origin}/api/v3/predictions/{task.id}/result"},
-        "has_nsfw_contents": [False] * n if done else [],
-        "status": STATUS[phase],
-        "created_at": iso_utc(task.created_wall),
-        "error": task.error_message if phase is Phase.FAILED else "",
-        "timings": {"inference": task.inference_ms() if phase.terminal else 0},
-    }
-    if phase is Phase.FAILED:
-        data["code"] = task.error_code
-    return data
-
-
-def envelope(data: dict[str, Any]) -> dict[str, Any]:
-    """The success envelope around ``data``."""
-    return {"code": 200, "message": "success", "data": data}
-
-
 def _origin(request: web.Request) -> str:
     return str(request.url.origin())
 
@@ -125,10 +86,13 @@ async def _submit(request: web.Request, *, edit: bool) -> web.StreamResponse:
         body = await read_object(request)
         spec = parse_submit(body, edit=edit)
     except InvalidInput as exc:
-        return error_reply(counters, PROVIDER, 400, exc.message)
+        return state.error(PROVIDER, 400, exc.message)
     profile = state.config.faults_for(PROVIDER)
     if profile.credits_after is not None and counters.submits >= profile.credits_after:
-        return error_reply(counters, PROVIDER, 402, "Insufficient balance")
+        return state.error(PROVIDER, 402, "Insufficient balance")
+    refused = over_image_limit(state, PROVIDER, spec.n)
+    if refused is not None:
+        return refused
     model = f"{MODEL_ROOT}/{'edit' if edit else 'text-to-image'}"
     task = state.store.create(
         state.store.new_id(),
@@ -138,13 +102,18 @@ async def _submit(request: web.Request, *, edit: bool) -> web.StreamResponse:
         usage={},
         fate=draw_fate(state.config, PROVIDER, state.rng, spec.prompt),
         queued_limit=profile.max_concurrent,
+        retention_s=profile.retention_s,
+        purge_s=profile.purge_s,
     )
     charge = PRICES[spec.resolution] * spec.n
     counters.record_submit(task.id, {"model": model, **spec.wire_input}, charge)
+    adm = adm.created(state, PROVIDER)
+    if adm.reset_after:
+        return adm.finish(state, request, PROVIDER, json_reply({}))
     if body.get("enable_sync_mode") is True:
         data = await _wait_sync(state, task, _origin(request))
     else:
-        data = prediction(task, Phase.QUEUED, _origin(request))
+        data = prediction(state, task, Phase.QUEUED, _origin(request))
     return adm.finish(state, request, PROVIDER, json_reply(envelope(data)))
 
 
@@ -154,7 +123,7 @@ async def _wait_sync(state: EmulatorState, task: Task, origin: str) -> dict[str,
     await state.sleep(max(0.0, until - now))
     phase = task.phase(state.clock())
     state.counters[PROVIDER].record_shown(task.id, phase.terminal)
-    data = prediction(task, phase, origin)
+    data = prediction(state, task, phase, origin)
     if not phase.terminal:
         data["status"] = "processing"
         data["code"] = 5004
@@ -179,11 +148,12 @@ async def get_result(request: web.Request) -> web.StreamResponse:
     if adm.reply is not None:
         return adm.reply
     task = state.store.get(request.match_info["id"], PROVIDER)
-    if task is None:
-        return error_reply(state.counters[PROVIDER], PROVIDER, 404, "Prediction not found")
-    phase = task.phase(state.clock())
+    now = state.clock()
+    if task is None or now >= task.purged:
+        return state.error(PROVIDER, 404, "Prediction not found")
+    phase = task.phase(now)
     state.counters[PROVIDER].record_shown(task.id, phase.terminal)
-    data = prediction(task, phase, _origin(request))
+    data = prediction(state, task, phase, _origin(request))
     return adm.finish(state, request, PROVIDER, json_reply(envelope(data)))
 
 
@@ -193,13 +163,12 @@ async def delete(request: web.Request) -> web.StreamResponse:
     adm = await admit(state, request, PROVIDER, Kind.OTHER)
     if adm.reply is not None:
         return adm.reply
-    counters = state.counters[PROVIDER]
     try:
         ids = (await read_object(request)).get("ids")
     except InvalidInput as exc:
-        return error_reply(counters, PROVIDER, 400, exc.message)
+        return state.error(PROVIDER, 400, exc.message)
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        return error_reply(counters, PROVIDER, 400, "ids must be a list of prediction ids")
+        return state.error(PROVIDER, 400, "ids must be a list of prediction ids")
     deleted = [i for i in ids if state.store.delete(i, PROVIDER)]
     return adm.finish(state, request, PROVIDER, json_reply(envelope({"ids": deleted})))
 
@@ -220,7 +189,7 @@ async def not_found(request: web.Request) -> web.StreamResponse:
     adm = await admit(state, request, PROVIDER, Kind.OTHER)
     if adm.reply is not None:
         return adm.reply
-    return error_reply(state.counters[PROVIDER], PROVIDER, 404, "Model or endpoint not found")
+    return state.error(PROVIDER, 404, "Model or endpoint not found")
 
 
 def add_routes(app: web.Application) -> None:
@@ -228,6 +197,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"/api/v3/{MODEL_ROOT}/text-to-image", submit_text)
     app.router.add_post(f"/api/v3/{MODEL_ROOT}/edit", submit_edit)
     app.router.add_post("/api/v3/predictions/delete", delete)
+    app.router.add_post("/api/v3/predictions", list_predictions)
     app.router.add_get("/api/v3/predictions/{id}/result", get_result)
     app.router.add_get("/api/v3/predictions/{id}", get_result)
     app.router.add_get("/api/v3/balance", balance)

@@ -1,8 +1,10 @@
 """Reply helpers shared by both APIs: JSON bodies, each provider's error shape, faults.
 
 WaveSpeed errors are ``{code, message}`` (``code`` the HTTP status unless the provider
-has its own); skills.video errors are ``{error, code, message}`` with ``error`` repeating
-the code for old clients.
+has its own), or ``{message, error_code}`` as the official CLI reads them; skills.video
+errors are ``{error, code, message}`` with ``error`` repeating the code for old clients,
+or (its current docs) a short ``error`` beside a longer ``code``, or (older) ``{error,
+message}`` only. Which one a reply uses is the profile's ``error_shape``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ REASONS: dict[int, str] = {
     400: "Invalid request",
     401: "Unauthorized: missing or invalid API key",
     402: "Insufficient credits",
+    403: "Forbidden",
     404: "Not found",
     422: "Content rejected by moderation",
     429: "Too many requests",
@@ -41,6 +44,9 @@ REASONS: dict[int, str] = {
     503: "Service unavailable",
     504: "Gateway timeout",
 }
+PERMISSION_MESSAGE = "Permission denied: this API key's role may not use this model"
+_SKILLS_PREFIX = "IMAGE_GENERATION_"
+_SKILLS_SPLIT_PREFIX = "VIDEO_GENERATION_"
 _MALFORMED = '{"code": 200, "message": "success", "data": {"id": "'
 _BEARER = re.compile(r"Bearer\s+(\S.*)", re.IGNORECASE)
 
@@ -65,12 +71,22 @@ def json_reply(
     )
 
 
-def error_body(provider: str, status: int, message: str, code: str | int | None) -> dict[str, Any]:
-    """The provider's error body for ``status``."""
+def error_body(
+    provider: str, status: int, message: str, code: str | int | None, shape: str = "default"
+) -> dict[str, Any]:
+    """The provider's error body for ``status``, in ``shape`` (see the module docstring)."""
     if provider == "skills_video":
         name = code if isinstance(code, str) else SKILLS_CODES.get(status, "ERROR")
+        if shape == "legacy":
+            return {"error": name, "message": message}
+        if shape == "split" and name.startswith(_SKILLS_PREFIX):
+            short = name.removeprefix(_SKILLS_PREFIX)
+            return {"error": short, "code": _SKILLS_SPLIT_PREFIX + short, "message": message}
         return {"error": name, "code": name, "message": message}
-    return {"code": status if code is None else code, "message": message}
+    value = status if code is None else code
+    if shape == "cli":
+        return {"message": message, "error_code": value}
+    return {"code": value, "message": message}
 
 
 def error_reply(
@@ -81,11 +97,12 @@ def error_reply(
     *,
     code: str | int | None = None,
     headers: Mapping[str, str] | None = None,
+    shape: str = "default",
 ) -> web.Response:
     """An error response in the provider's shape, counted in its stats."""
     counters.record_status(status)
     text = message if message is not None else REASONS.get(status, "Error")
-    return json_reply(error_body(provider, status, text, code), status, headers)
+    return json_reply(error_body(provider, status, text, code, shape), status, headers)
 
 
 def malformed_reply() -> web.Response:

@@ -13,6 +13,7 @@ from pipeline.providers.base import (
     ImageRef,
     ListedTask,
     ProviderAdapter,
+    StreamDropped,
     TaskState,
     TaskStatus,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "ProviderAdapter",
     "ProviderSpec",
     "SkillsVideoAdapter",
+    "StreamDropped",
     "TaskState",
     "TaskStatus",
     "WaveSpeedAdapter",

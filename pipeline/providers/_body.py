@@ -161,7 +161,10 @@ def text_snippet(raw: bytes) -> str | None:
 
 
 def parse_error_body(raw: bytes) -> ErrorBody:
-    """Read ``{code, message}`` (WaveSpeed) or ``{error, code, message}`` (skills.video).
+    """Read the providers' error objects: WaveSpeed ``{code, message}`` (or ``{message,
+    error_code}``, as its official CLI reads them), skills.video ``{error, code,
+    message}`` (``error`` does not always repeat ``code``: ``code`` wins) or the older
+    ``{error, message}``.
 
     Tolerates empty, non-JSON, HTML and truncated bodies: their text becomes the message.
     Never raises.
@@ -173,7 +176,7 @@ def parse_error_body(raw: bytes) -> ErrorBody:
     if not isinstance(decoded, dict):
         return ErrorBody(code=None, message=text_snippet(raw), structured=False)
     code: str | None = None
-    for key in ("code", "error"):
+    for key in ("code", "error_code", "error"):
         value = decoded.get(key)
         if isinstance(value, str) and value:
             code = value

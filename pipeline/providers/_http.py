@@ -14,105 +14,43 @@ disconnected / reset after sending     OutcomeUnknown, no retry    ProviderUnrea
                                                                    retry
 =====================================  ==========================  ===========================
 
-HTTP error answers (body parsed for the provider's ``code``/``message``; at most 64 KiB read):
+HTTP error answers (body parsed for the provider's ``code``/``message``; at most 64 KiB read)
+are mapped by :func:`~pipeline.providers._status.error_for_status` (402 credits, 401/403
+auth, 429 rate limited, 5xx retryable...; see that module).
 
-- 402, or a code/message saying insufficient credits/balance -> ``InsufficientCredits``
-- 401, 403 -> ``AuthError``; 429 -> ``RateLimited(retry_after)`` from ``Retry-After``
-- 408 -> ``ProviderTimeout`` (retryable); other 4xx (400, 404, 422...) -> ``ProviderError``,
-  not retryable, with the provider's code (``http_<status>`` when it sent none)
-- 5xx -> ``ProviderError``, retryable; 3xx (redirects are not followed) -> final.
-
-Submit decision: both APIs hand out a task id only in a 200 answer, so an HTTP error answer
-from the provider itself means no task was created and retrying the submit is safe. The one
-exception is a 502/504 whose body is not the provider's JSON: that comes from a gateway which
-gave up waiting for the provider, which may have created the task, so it is ``OutcomeUnknown``.
+Streams (:meth:`HttpClient.open_stream`, a submit that answers ``text/event-stream``)
+follow the submit rules until the answer's headers arrive; reading the stream is the
+caller's (``pipeline.providers._sse``).
 
 No message ever contains the API key (it is redacted even if a server echoes it back).
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
-import re
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
 
 from pipeline.errors import (
-    AuthError,
-    InsufficientCredits,
     OutcomeUnknown,
     ProviderError,
     ProviderTimeout,
     ProviderUnreachable,
-    RateLimited,
 )
 from pipeline.providers._body import ErrorBody, bad_response, parse_error_body, text_snippet
+from pipeline.providers._status import error_for_status, parse_retry_after
 from pipeline.providers.base import ProviderAdapter
 from pipeline.providers.specs import ProviderSpec
+
+__all__ = ["HttpAdapter", "HttpClient", "error_for_status", "parse_retry_after"]
 
 MAX_ERROR_BODY = 64 * 1024
 MAX_BODY = 8 * 1024 * 1024
 _CONNECT_TIMEOUT_S = 10.0
-_INSUFFICIENT = re.compile(r"insufficient[ _-]?(credit|balance|fund)", re.IGNORECASE)
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date.
-
-    Returns ``None`` when absent or invalid; a date in the past gives ``0.0``.
-    """
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return seconds if seconds >= 0 and seconds != float("inf") else None
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def error_for_status(
-    provider: str,
-    status: int,
-    body: ErrorBody,
-    *,
-    retry_after: float | None = None,
-    creates_task: bool = False,
-) -> ProviderError:
-    """The pipeline error for an HTTP error answer (see the module docstring's table)."""
-    code = body.code
-    message = body.message or f"HTTP {status} with no message"
-    kw: dict[str, Any] = {"provider": provider, "http_status": status}
-    if status == 402 or _INSUFFICIENT.search(f"{code or ''} {body.message or ''}"):
-        return InsufficientCredits(message, code=code, **kw)
-    if status in (401, 403):
-        return AuthError(message, code=code, **kw)
-    if status == 429:
-        return RateLimited(message, retry_after=retry_after, code=code, **kw)
-    if status == 408:
-        return ProviderTimeout(message, code=code, **kw)
-    fallback = code or f"http_{status}"
-    if status >= 500:
-        if creates_task and status in (502, 504) and not body.structured:
-            return OutcomeUnknown(
-                f"gateway error, the task may exist: {message}", code=fallback, **kw
-            )
-        return ProviderError(message, code=fallback, retryable=True, **kw)
-    return ProviderError(message, code=fallback, retryable=False, **kw)
 
 
 async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
@@ -175,7 +113,8 @@ class HttpClient:
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
 
-    def _network_error(self, exc: Exception, *, creates_task: bool) -> ProviderError:
+    def network_error(self, exc: Exception, *, creates_task: bool) -> ProviderError:
+        """The pipeline error for an aiohttp or timeout error (see the module table)."""
         kw: dict[str, Any] = {"provider": self._provider}
         detail = self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
         if isinstance(exc, aiohttp.ClientConnectorError):
@@ -229,20 +168,11 @@ class HttpClient:
                 raw, truncated = await _read_capped(response, limit)
                 retry_after_header = response.headers.get("Retry-After")
         except aiohttp.ClientError as exc:
-            raise self._network_error(exc, creates_task=creates_task) from exc
+            raise self.network_error(exc, creates_task=creates_task) from exc
         except TimeoutError as exc:
-            raise self._network_error(exc, creates_task=creates_task) from exc
+            raise self.network_error(exc, creates_task=creates_task) from exc
         if status >= 300:
-            body = parse_error_body(raw)
-            if body.message is not None:
-                body = ErrorBody(body.code, self._redact(body.message), body.structured)
-            raise error_for_status(
-                self._provider,
-                status,
-                body,
-                retry_after=parse_retry_after(retry_after_header),
-                creates_task=creates_task,
-            )
+            raise self._error_answer(status, raw, retry_after_header, creates_task=creates_task)
         if truncated:
             raise bad_response(
                 self._provider, f"response body over {MAX_BODY} bytes", creates_task=creates_task
@@ -254,6 +184,60 @@ class HttpClient:
             raise bad_response(
                 self._provider, f"response is not JSON: {snippet}", creates_task=creates_task
             ) from exc
+
+    def _error_answer(
+        self, status: int, raw: bytes, retry_after: str | None, *, creates_task: bool
+    ) -> ProviderError:
+        body = parse_error_body(raw)
+        if body.message is not None:
+            body = ErrorBody(body.code, self._redact(body.message), body.structured)
+        return error_for_status(
+            self._provider,
+            status,
+            body,
+            retry_after=parse_retry_after(retry_after),
+            creates_task=creates_task,
+        )
+
+    @asynccontextmanager
+    async def open_stream(
+        self, path: str, *, json_body: Mapping[str, Any], idle_s: float
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST a submit that answers a stream; the block gets the 2xx response with its
+        body unread, and the connection is closed when the block ends.
+
+        Raises like a submit until the headers arrive (an error answer mapped by status,
+        no answer ``OutcomeUnknown``). Reading the body may raise aiohttp errors or
+        ``TimeoutError`` (no byte for ``idle_s`` seconds): the caller maps them, with
+        :meth:`network_error`.
+        """
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout.sock_connect, sock_read=idle_s
+        )
+        headers = {**self._headers, "Accept": "text/event-stream"}
+        try:
+            response = await self._session.post(
+                self._base_url + path,
+                json=json_body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self.network_error(exc, creates_task=True) from exc
+        try:
+            if response.status >= 300:
+                try:
+                    raw, _ = await _read_capped(response, MAX_ERROR_BODY)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise self.network_error(exc, creates_task=True) from exc
+                retry_after = response.headers.get("Retry-After")
+                raise self._error_answer(response.status, raw, retry_after, creates_task=True)
+            yield response
+        finally:
+            response.close()
 
     async def aclose(self) -> None:
         """Close the session if this client created it."""

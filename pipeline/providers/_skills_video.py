@@ -1,9 +1,16 @@
 """skills.video v1 adapter for Kling O3 Image.
 
-Wire: ``POST /api/v1/generation/kling-ai/o3-image``, ``GET /api/v1/generation/{id}``,
-``GET /api/v1/generations/running?limit=``. A generation is ``{id, status, input, data,
-usage, code, message}``; ``data`` is null until completed, then holds ``images[]`` (and
-``image``, the first one). There is no cancel endpoint.
+Wire: ``POST /api/v1/generation/kling-ai/o3-image`` (any 2xx: 200, or 202 Accepted),
+``GET /api/v1/generation/{id}``, ``GET /api/v1/generations/running?limit=``, and the
+streaming submit ``POST /api/v1/generation/sse/kling-ai/o3-image`` (``text/event-stream``,
+one ``data: {generation}`` frame per status change). A generation is ``{id, status,
+input, data, usage, code, message}``; ``data`` is null until completed, then holds
+``images[]`` (and ``image``, the first one). There is no cancel endpoint, and no listing
+of finished generations (``recent`` answers None).
+
+A poll that answers 404 is a ``ProviderError`` (code ``NOT_FOUND``), not an expired
+task: the API documents no retention and no deleted status, and a 404 cannot tell a
+task it forgot from an id it never issued (another account, another base URL).
 
 Status -> :class:`TaskState`, both documented spellings, case-insensitive: ``IN_QUEUE`` /
 ``starting`` -> QUEUED; ``IN_PROGRESS`` / ``processing`` -> RUNNING; ``COMPLETED`` /
@@ -30,16 +37,21 @@ known), basis ``reported``; without usage, the spec's estimate.
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 from urllib.parse import quote
 
+from pipeline.errors import OutcomeUnknown, ProviderError
 from pipeline.jobs import Job
 from pipeline.providers._body import Fields, bad_response
 from pipeline.providers._http import HttpAdapter
-from pipeline.providers.base import ImageRef, ListedTask, TaskState, TaskStatus
+from pipeline.providers._sse import json_frames
+from pipeline.providers.base import ImageRef, ListedTask, StreamDropped, TaskState, TaskStatus
 from pipeline.providers.specs import SKILLS_VIDEO, Cost, ProviderSpec
 
 SUBMIT_PATH = "/api/v1/generation/kling-ai/o3-image"
+SSE_PATH = "/api/v1/generation/sse/kling-ai/o3-image"
 POLL_PATH = "/api/v1/generation/{id}"
 RUNNING_PATH = "/api/v1/generations/running"
 
@@ -169,6 +181,9 @@ class SkillsVideoAdapter(HttpAdapter):
     """
 
     spec: ProviderSpec = SKILLS_VIDEO
+    # A stream silent this long is taken as dropped (status frames come only on changes,
+    # and a generation may run for minutes; the poll that follows costs little).
+    stream_idle_s: float = 120.0
 
     def __repr__(self) -> str:
         return f"SkillsVideoAdapter({self._http!r}, usd_per_credit={self.usd_per_credit})"
@@ -185,6 +200,54 @@ class SkillsVideoAdapter(HttpAdapter):
         """The generation's current status. Network and 5xx errors are retryable."""
         answer = await self._http.request("GET", POLL_PATH.format(id=quote(remote_id, safe="")))
         return parse_generation(Fields(answer, provider=self.spec.name))
+
+    async def stream(self, job: Job) -> AsyncGenerator[TaskStatus, None]:
+        """Submit over SSE and yield the generation's status at each frame: first the
+        queued one (its ``remote_id`` is the task to poll if anything goes wrong), last
+        a terminal one; then the iterator ends.
+
+        Errors before the first frame are those of :meth:`submit` (an error answer
+        mapped by status; a lost reply or an unreadable first frame ``OutcomeUnknown``).
+        After it, a broken or silent (``stream_idle_s``) stream, an unreadable frame or
+        an end before a terminal status raise :class:`StreamDropped` with the
+        ``remote_id``: poll it, never resubmit. Use inside ``contextlib.aclosing``.
+        """
+        remote_id: str | None = None
+        body = request_for(job)
+        async with self._http.open_stream(
+            SSE_PATH, json_body=body, idle_s=self.stream_idle_s
+        ) as response:
+            frames = json_frames(self._http, response, provider=self.spec.name)
+            async with aclosing(frames):
+                while True:
+                    try:
+                        frame = await anext(frames)
+                        status = parse_generation(
+                            Fields(frame, provider=self.spec.name, creates_task=remote_id is None)
+                        )
+                    except StopAsyncIteration:
+                        break
+                    except ProviderError as exc:
+                        if remote_id is None:
+                            raise
+                        raise self._dropped(remote_id, exc.message) from exc
+                    remote_id = remote_id or status.remote_id
+                    yield status
+                    if status.state.terminal:
+                        return
+        if remote_id is None:
+            raise OutcomeUnknown(
+                "the stream ended before naming the task; a task may exist",
+                provider=self.spec.name,
+            )
+        raise self._dropped(remote_id, "the stream ended before a terminal status")
+
+    def _dropped(self, remote_id: str, why: str) -> StreamDropped:
+        return StreamDropped(
+            f"stream of {remote_id} lost ({why}); poll it",
+            remote_id=remote_id,
+            provider=self.spec.name,
+        )
 
     async def running(self, limit: int = 100) -> list[ListedTask]:
         """Generations still queued or running (``limit`` clamped to 1..100)."""

@@ -1,13 +1,23 @@
 """WaveSpeedAI v3 adapter for Kling Image O3 (text-to-image, and edit when a job has images).
 
 Wire: ``POST /api/v3/kwaivgi/kling-image-o3/text-to-image`` (or ``.../edit`` with ``images``),
-``GET /api/v3/predictions/{id}/result``, ``POST /api/v3/predictions/delete {ids}``. Every
-answer is an envelope ``{code, message, data}``; ``data`` is the prediction.
+``GET /api/v3/predictions/{id}/result``, ``POST /api/v3/predictions/delete {ids}``, and the
+listing ``POST /api/v3/predictions {page, page_size, created_after...}`` (the last 7 days,
+newest first, without the request's input). Every answer is an envelope ``{code, message,
+data}``; ``data`` is the prediction (or the listing's page).
 
 Prediction status -> :class:`TaskState`: ``created`` -> QUEUED; ``processing`` -> RUNNING;
 ``completed`` -> COMPLETED; ``failed``/``cancelled``/``timeout``/``deleted`` -> FAILED. A
 status this module does not know is read as RUNNING (a new intermediate state must not break
 runs; the job timeout still bounds it).
+
+Retention: WaveSpeed deletes predictions and their outputs after 7 days. A ``deleted``
+prediction is FAILED with ``error_code="expired"`` (:attr:`ErrorCode.EXPIRED`): the
+provider said the outputs are gone. A **404 on poll** is *not* read as expired: it is the
+answer to an id WaveSpeed never issued as well (another account's key, another base URL,
+a typo), so it stays a final ``ProviderError`` (code ``404``) and the caller, who knows
+when it submitted the task, decides (``spec.retention_s`` says how long WaveSpeed keeps
+them: a 404 for a task older than that means the same as ``deleted``).
 
 A failed task's ``error_code`` is ``data.code`` when present, else the status; whether running
 the job again may succeed (``TaskStatus.retryable``):
@@ -26,7 +36,8 @@ code    meaning                retryable  why
 5004    timeout                yes        idem
 ``timeout`` status, no code    yes        as 5004
 other / ``cancelled`` /        no         unknown or deliberate: do not pay again
-``deleted`` / ``failed``
+``failed``
+``deleted`` status      no         code ``expired``; outputs gone (see above)
 ======  =====================  =========  ============================================
 
 Cost is the published price table: ``usd_per_image[resolution]`` x images returned when
@@ -35,19 +46,29 @@ completed, else x ``n``.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+from pipeline.errors import ErrorCode, ProviderError
 from pipeline.jobs import Job
 from pipeline.providers._body import ErrorBody, Fields
 from pipeline.providers._http import HttpAdapter, error_for_status
-from pipeline.providers.base import ImageRef, TaskState, TaskStatus
+from pipeline.providers.base import ImageRef, ListedTask, TaskState, TaskStatus
 from pipeline.providers.specs import WAVESPEED, Cost, ProviderSpec
 
 TEXT_TO_IMAGE_PATH = "/api/v3/kwaivgi/kling-image-o3/text-to-image"
 EDIT_PATH = "/api/v3/kwaivgi/kling-image-o3/edit"
 RESULT_PATH = "/api/v3/predictions/{id}/result"
 DELETE_PATH = "/api/v3/predictions/delete"
+LIST_PATH = "/api/v3/predictions"
+MODEL_PREFIX = "kwaivgi/kling-image-o3/"
+LIST_PAGE_SIZE = 100
+MAX_LIST_PAGES = 50  # 5,000 tasks: more than a week of any tier's lost replies
+# Listings show times truncated (to the millisecond, perhaps the second) and may treat
+# ``created_after`` as exclusive: ask for, and keep, a second more than ``since``.
+_LIST_SLACK_S = 1.0
+EXPIRED_MESSAGE = "WaveSpeed deleted the task and its outputs (it keeps them 7 days)"
 
 _STATES: dict[str, TaskState] = {
     "created": TaskState.QUEUED,
@@ -97,6 +118,13 @@ def parse_prediction(data: Fields) -> TaskStatus:
     remote_id = data.req_str("id")
     status = data.req_str("status").lower()
     state = _STATES.get(status, TaskState.RUNNING)
+    if status == "deleted":
+        return TaskStatus(
+            remote_id=remote_id,
+            state=state,
+            error_code=ErrorCode.EXPIRED,
+            error_message=EXPIRED_MESSAGE,
+        )
     outputs = data.opt_list("outputs")
     if state is TaskState.COMPLETED:
         if outputs is None:
@@ -113,6 +141,66 @@ def parse_prediction(data: Fields) -> TaskStatus:
             retryable=(code in RETRYABLE_CODES) if code else status == "timeout",
         )
     return TaskStatus(remote_id=remote_id, state=state)
+
+
+def parse_time(value: str | None) -> float | None:
+    """Epoch seconds of an ISO 8601 time (UTC when it names no zone); None if unreadable."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def iso_time(epoch: float) -> str:
+    """``2026-01-01T12:00:00.000Z`` for epoch seconds (milliseconds rounded down)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def listed_task(item: Fields) -> ListedTask | None:
+    """One listing item as a :class:`ListedTask`; None when it has no readable id. An
+    item that is otherwise unreadable is kept with what could be read (one odd
+    prediction must not hide the others)."""
+    remote_id = item.opt_str("id")
+    if remote_id is None:
+        return None
+    created_at = parse_time(item.opt_str("created_at"))
+    model = item.opt_str("model")
+    try:
+        status = parse_prediction(item)
+    except ProviderError:
+        state = _STATES.get((item.opt_str("status") or "").lower(), TaskState.RUNNING)
+        return ListedTask(remote_id, state, created_at=created_at, model=model)
+    return ListedTask(
+        remote_id, status.state, created_at=created_at, model=model, images=status.images
+    )
+
+
+def _format_of(url: str) -> str | None:
+    suffix = urlsplit(url).path.rpartition(".")[2].lower()
+    suffix = "jpeg" if suffix == "jpg" else suffix
+    return suffix if suffix in ("png", "jpeg", "webp") else None
+
+
+def listing_matches(task: ListedTask, job: Job) -> bool:
+    """Whether a listed task could be ``job``'s: weak evidence, since the listing carries
+    no input. False only when what it does carry contradicts the job: another model
+    (text-to-image vs edit), or, once completed, another image count or format."""
+    path, _ = request_for(job)
+    wanted = MODEL_PREFIX + ("edit" if path == EDIT_PATH else "text-to-image")
+    if task.model is not None and task.model != wanted:
+        return False
+    if task.input is not None and task.input.get("prompt") not in (None, job.prompt):
+        return False
+    if task.state is TaskState.COMPLETED and task.images:
+        if len(task.images) != job.params.n:
+            return False
+        formats = {_format_of(image.url) for image in task.images} - {None}
+        if formats and formats != {job.params.output_format}:
+            return False
+    return True
 
 
 def unwrap(body: object, *, creates_task: bool = False) -> Fields:
@@ -168,6 +256,42 @@ class WaveSpeedAdapter(HttpAdapter):
         deleted = data.opt_list("ids")
         # The answer lists the ids it deleted; an unknown id is simply absent.
         return deleted is None or remote_id in deleted
+
+    async def recent(self, *, since: float, limit: int = 100) -> list[ListedTask]:
+        """Kling Image O3 tasks created at or after ``since`` (epoch seconds), newest
+        first, any status, at most ``limit`` (paging through the listing, at most
+        ``MAX_LIST_PAGES`` pages). A task the listing dates less than a second before
+        ``since`` is kept too: listings truncate their times. Only the last 7 days can be
+        listed, and never with the request's input (see :func:`listing_matches`).
+        Raises ``ProviderError`` subclasses like a poll."""
+        found: dict[str, ListedTask] = {}
+        limit = max(1, limit)
+        cut = since - _LIST_SLACK_S
+        after = iso_time(max(0.0, cut))
+        for page in range(1, MAX_LIST_PAGES + 1):
+            query = {"page": page, "page_size": LIST_PAGE_SIZE, "created_after": after}
+            data = unwrap(await self._http.request("POST", LIST_PATH, json_body=query))
+            items = data.objects("items") or []
+            older = False
+            for item in items:
+                task = listed_task(item)
+                if task is None or task.remote_id in found:
+                    continue
+                if task.created_at is not None and task.created_at < cut:
+                    older = True  # newest first: the rest are older still
+                    break
+                if task.model is None or task.model.startswith(MODEL_PREFIX):
+                    found[task.remote_id] = task
+                if len(found) >= limit:
+                    return list(found.values())
+            total = data.opt_int("total")
+            if older or not items or (total is not None and page * LIST_PAGE_SIZE >= total):
+                break
+        return list(found.values())
+
+    def matches(self, task: ListedTask, job: Job) -> bool:
+        """See :func:`listing_matches` (weak: combine it with ``created_at``)."""
+        return listing_matches(task, job)
 
     def cost(self, job: Job, status: TaskStatus) -> Cost:
         """Price table x images returned (completed) or x ``n`` (otherwise)."""

@@ -4,17 +4,21 @@ An adapter turns a :class:`~pipeline.jobs.Job` into the provider's request, and 
 provider's answers into :class:`TaskStatus`; it raises only :class:`ProviderError`
 subclasses. It knows nothing of rate limits, retries, polling schedules or state.
 
-Listing and cancelling are part of the protocol with defaults for APIs that lack them
-(``running`` answers None: "cannot list"; ``cancel`` answers False: "cannot cancel"), so
-an adapter subclassing :class:`ProviderAdapter` gets them for free.
+Listing, cancelling and streaming are part of the protocol with defaults for APIs that
+lack them (``running`` and ``recent`` answer None: "cannot list"; ``cancel`` answers
+False: "cannot cancel"; ``stream`` raises ``NotImplementedError``), so an adapter
+subclassing :class:`ProviderAdapter` gets them for free. The spec says which an API has
+(``lists_unfinished``, ``lists_recent``, ``cancels``, ``streams``).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pipeline.errors import ProviderError
 from pipeline.jobs import Job
 from pipeline.providers.specs import Cost, ProviderSpec
 
@@ -61,12 +65,33 @@ class TaskStatus:
 @dataclass(frozen=True, slots=True)
 class ListedTask:
     """A task as the provider lists it. ``input``: what the submit asked for, as the
-    provider echoes it (None when the listing does not carry it)."""
+    provider echoes it (None when the listing does not carry it). ``created_at``: when
+    the provider created it (epoch seconds, UTC), ``model``: the provider's model id,
+    ``images``: its outputs as listed (URLs valid as of the listing), each where the
+    listing carries them."""
 
     remote_id: str
     state: TaskState
     input: dict[str, Any] | None = field(default=None, hash=False)
     usage: dict[str, Any] = field(default_factory=dict, hash=False)
+    created_at: float | None = None
+    model: str | None = None
+    images: tuple[ImageRef, ...] = ()
+
+
+class StreamDropped(ProviderError):
+    """A streamed submit lost its stream after the provider had named the task.
+
+    The task exists (and is paid for): poll ``remote_id`` for the rest, never submit the
+    job again. (A stream lost *before* the first frame is an ``OutcomeUnknown``: the id is
+    not known.) Not retryable, on purpose: retrying would mean a second submit.
+    """
+
+    default_code = "stream_dropped"
+
+    def __init__(self, message: str, *, remote_id: str, **kw: object) -> None:
+        self.remote_id = remote_id
+        super().__init__(message, **kw)  # type: ignore[arg-type]
 
 
 class ProviderAdapter(Protocol):
@@ -88,6 +113,25 @@ class ProviderAdapter(Protocol):
         """The provider's unfinished tasks (at most ``limit``), or None when the API does
         not list them."""
         return None
+
+    async def recent(self, *, since: float, limit: int = 100) -> list[ListedTask] | None:
+        """Tasks created at or after ``since`` (epoch seconds, UTC), newest first, any
+        status (at most ``limit``); None when the API cannot list them."""
+        return None
+
+    def stream(self, job: Job) -> AsyncGenerator[TaskStatus, None]:
+        """Submit ``job`` over the provider's streaming variant and yield a status per
+        change, the first one queued with the ``remote_id``, the last one terminal.
+
+        Use it as ``async with contextlib.aclosing(adapter.stream(job)) as statuses``.
+        Errors before the stream starts are those of ``submit``; a stream lost after the
+        id is known raises :class:`StreamDropped` (poll it). Raises
+        ``NotImplementedError`` (at the call) when the API has no streaming variant
+        (``spec.streams`` is False).
+        """
+        # (Not a bare raise: type checkers would take the default for an abstract method.)
+        message = f"{self.spec.name} has no streaming submit"
+        raise NotImplementedError(message)
 
     def matches(self, task: ListedTask, job: Job) -> bool:
         """Whether ``task`` could be the one ``job``'s submit created (nothing it echoes

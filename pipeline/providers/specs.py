@@ -57,9 +57,17 @@ class ProviderSpec:
     # The submit reply reports the real charge (so a budget learns the price from the
     # first reply); otherwise the price table is the charge.
     cost_reported_on_submit: bool = False
-    # What the API offers beyond submit and poll (``ProviderAdapter.running``/``cancel``).
+    # What the API offers beyond submit and poll: ``ProviderAdapter.running`` (unfinished
+    # tasks, with their input), ``recent`` (every task since a time, any status),
+    # ``cancel`` and ``stream`` (a submit that streams the task's status changes).
     lists_unfinished: bool = False
+    lists_recent: bool = False
     cancels: bool = False
+    streams: bool = False
+    # How long the provider keeps a task and its outputs (seconds), None when unknown:
+    # past it, a poll may answer "deleted" (an ``expired`` failure) or 404, and
+    # downloads fail.
+    retention_s: float | None = None
 
     def estimate(self, params: JobParams, usd_per_credit: float | None = None) -> Cost:
         """Estimated cost of one job before it is sent (for plans and budget reservations)."""
@@ -85,6 +93,8 @@ WAVESPEED = ProviderSpec(
     default_max_concurrent=3,
     usd_per_image={"1k": 0.028, "2k": 0.028, "4k": 0.056},
     cancels=True,  # by deleting the prediction
+    lists_recent=True,  # POST /api/v3/predictions: the last 7 days, without the input
+    retention_s=7 * 24 * 3600.0,
 )
 
 SKILLS_VIDEO = ProviderSpec(
@@ -102,6 +112,7 @@ SKILLS_VIDEO = ProviderSpec(
     credits_per_image={"1k": 20.0, "2k": 40.0},
     cost_reported_on_submit=True,
     lists_unfinished=True,
+    streams=True,  # POST /api/v1/generation/sse/kling-ai/o3-image
 )
 
 SPECS: dict[str, ProviderSpec] = {s.name: s for s in (WAVESPEED, SKILLS_VIDEO)}

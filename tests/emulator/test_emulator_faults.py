@@ -72,12 +72,12 @@ async def test_max_rps_is_enforced_per_provider(session: aiohttp.ClientSession) 
 
 
 async def test_stuck_task_never_finishes(session: aiohttp.ClientSession) -> None:
-    """A stuck task stays processing however long the client waits."""
+    """A stuck task stays processing however long the client waits (within retention)."""
     clock = VirtualClock(1000.0)  # moved by hand: advance()
     async with serve(config(FaultProfile(stuck=1.0), latency_s=1.0), clock=clock) as server:
         async with session.post(server.base_url + WS_SUBMIT, json=WS_BODY) as resp:
             url = (await resp.json())["data"]["urls"]["get"]
-        clock.advance(1e6)
+        clock.advance(6 * 86400)
         async with session.get(url) as resp:
             data = (await resp.json())["data"]
         assert data["status"] == "processing"

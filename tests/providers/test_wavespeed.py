@@ -91,7 +91,7 @@ def test_completed_outputs() -> None:
         ({"status": "failed"}, "failed", False),
         ({"status": "timeout"}, "timeout", True),
         ({"status": "cancelled"}, "cancelled", False),
-        ({"status": "deleted"}, "deleted", False),
+        ({"status": "deleted"}, "expired", False),
     ],
 )
 def test_failure_table(data: dict[str, Any], code: str, retryable: bool) -> None:
