@@ -132,14 +132,40 @@ def status(out: str | os.PathLike[str], *, state: str | None = None) -> BatchSta
 
 
 def report(
-    out: str | os.PathLike[str], *, rows: str | None = None, cols: str | None = None
+    out: str | os.PathLike[str],
+    *,
+    rows: str | None = None,
+    cols: str | None = None,
+    state: str | None = None,
 ) -> Path:
     """Write ``out/report.html``, the batch's contact sheet, and return its path.
     ``rows`` / ``cols``: the axes, comma-separated (``prompt``, ``provider``, a sweep axis
-    or template variable). Raises ``UsageError`` (no ledger, an unknown axis...)."""
+    or template variable). ``state`` (or ``$PIPELINE_STATE_URL``): draw it from the run
+    state there (as it is now, also mid-run) instead of ``out/ledger.json``. Raises
+    ``UsageError`` (no batch, an unknown axis...)."""
     from pipeline.gallery import write_report
+    from pipeline.store import STATE_ENV
 
-    return write_report(os.fspath(out), rows=rows, cols=cols)
+    output = os.fspath(out)
+    ledger = None
+    if state is not None or os.environ.get(STATE_ENV):
+        ledger = _ledger_from_state(state, output)
+    return write_report(output, rows=rows, cols=cols, ledger=ledger)
+
+
+def _ledger_from_state(state: str | None, output: str) -> bytes:
+    """The batch's ledger.json as its run state holds it now."""
+    from pipeline.clock import utcnow
+    from pipeline.ledger import LedgerHeader, encode_document, ledger_document
+    from pipeline.store import read_state, state_location
+
+    snap = read_state(state_location(state, output), output)
+    meta = snap.meta
+    header = LedgerHeader(
+        meta.get("name", ""), meta.get("manifest", ""), meta.get("started_at", ""), utcnow(), False
+    )
+    doc = ledger_document(header, snap.records, snap.counters)
+    return "".join(encode_document(doc)).encode()
 
 
 @asynccontextmanager
@@ -181,6 +207,7 @@ async def arun(
     progress: bool = False,
     base_dir: str | os.PathLike[str] | None = None,
     handle_signals: bool = False,
+    lease_s: float = 30.0,
     clock: Clock | None = None,
 ) -> RunResult:
     """Run (or resume) the batch ``manifest`` (a YAML or CSV path, or a mapping with the
@@ -192,7 +219,9 @@ async def arun(
     built-in emulator, no keys needed), ``max_usd``, ``retry_failed``, ``state`` (where
     the run state lives), ``api_keys`` and ``base_urls`` (per provider; default: the
     environment), ``progress`` (live progress on stderr), ``handle_signals`` (the first
-    SIGINT/SIGTERM stops the run with its state kept: ``interrupted``, exit code 130).
+    SIGINT/SIGTERM stops the run with its state kept: ``interrupted``, exit code 130),
+    ``lease_s`` (with a shared state: how long this process's jobs stay its own after its
+    last heartbeat; then others take them over).
 
     Raises ``ManifestError`` (its ``.issues`` carry file, line, field and message) or
     ``UsageError`` (a missing key, a bad option) before anything is sent. Cancelling the
@@ -216,6 +245,7 @@ async def arun(
             handle_signals=handle_signals,
             log_to_stderr=progress,
             clock=clock or SystemClock(),
+            lease_s=lease_s,
         )
         resolve_endpoints(batch, options)  # a missing key: before anything else happens
         if progress:

@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-usd", type=float, metavar="X", help="never spend more than X USD")
     run.add_argument("--retry-failed", action="store_true", help="rerun jobs that failed")
     _state_option(run)
+    run.add_argument(
+        "--lease-s",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="with a shared state: how long this process's jobs stay its own after its "
+        "last heartbeat (default 30)",
+    )
     run.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
@@ -70,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rows", metavar="AXES", help="row axes, comma-separated (default: prompt)"
     )
     report.add_argument("--cols", metavar="AXES", help="column axes (default: every sweep axis)")
+    _state_option(report)
 
     emu = sub.add_parser("emulate", help="serve the provider emulator")
     emu.add_argument("--host", default="127.0.0.1")
@@ -148,7 +157,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "report":
         import pipeline
 
-        print(pipeline.report(args.dir, rows=args.rows, cols=args.cols))
+        print(pipeline.report(args.dir, rows=args.rows, cols=args.cols, state=args.state))
         return EXIT_OK
     if args.command == "emulate":
         return _emulate(args)
@@ -202,6 +211,8 @@ def _run(args: argparse.Namespace) -> int:
         emulate = EmulatorConfig(latency_s=args.emulate_latency, latency_jitter=0.5)
     if args.max_usd is not None and args.max_usd <= 0:
         raise UsageError("--max-usd must be > 0")
+    if not args.lease_s > 0:
+        raise UsageError("--lease-s must be > 0")
     _route_retries_to_the_run_log()
     result = pipeline.run(
         args.manifest,
@@ -210,6 +221,7 @@ def _run(args: argparse.Namespace) -> int:
         max_usd=args.max_usd,
         retry_failed=args.retry_failed,
         state=args.state,
+        lease_s=args.lease_s,
         progress=not args.quiet,
         handle_signals=True,
     )

@@ -14,6 +14,7 @@ replaced by the final cost (``settle``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from pipeline.errors import BudgetExhausted
 from pipeline.jobs import Budget
@@ -22,12 +23,42 @@ from pipeline.providers.specs import Cost
 
 @dataclass(slots=True)
 class Reservation:
+    """One job's reserved cost: ``usd``/``credits`` as reserved (the estimate times the
+    provider's learned scale), ``base_*`` the estimate itself."""
+
     usd: float
     credits: float
     key: str = ""
     base_usd: float = 0.0
     base_credits: float = 0.0
     settled: bool = False
+    job_id: str = ""
+
+
+class Spending(Protocol):
+    """Spend caps as the scheduler and the download stage use them: ``BudgetGuard`` for a
+    process alone, ``engine._fleet.FleetBudget`` for a fleet."""
+
+    @property
+    def capped(self) -> bool: ...
+
+    def knows(self, key: str) -> bool:
+        """Whether a real charge of provider ``key`` has been seen."""
+        ...
+
+    async def reserve(
+        self, estimate: Cost, key: str, job_id: str = "", *, probe: bool = False
+    ) -> Reservation:
+        """Reserve one job's estimate or raise ``BudgetExhausted``."""
+        ...
+
+    async def adjust(self, reservation: Reservation, reported: Cost) -> None: ...
+
+    async def settle(self, reservation: Reservation, actual: Cost | None) -> None: ...
+
+    async def charge(self, actual: Cost) -> None: ...
+
+    async def charge_unknown(self, estimate: Cost, key: str = "") -> None: ...
 
 
 class BudgetGuard:
@@ -58,9 +89,11 @@ class BudgetGuard:
         """Whether a real charge of provider ``key`` has been seen."""
         return key in self._scale
 
-    def reserve(self, estimate: Cost, key: str = "") -> Reservation:
+    async def reserve(
+        self, estimate: Cost, key: str = "", job_id: str = "", *, probe: bool = False
+    ) -> Reservation:
         """Reserve the estimated cost of one job (of provider ``key``) or raise
-        ``BudgetExhausted``."""
+        ``BudgetExhausted``. (``probe``: one at a time is the scheduler's, alone.)"""
         scale = self._scale.get(key, 1.0)
         base_usd = estimate.usd or 0.0
         base_credits = estimate.credits or 0.0
@@ -68,9 +101,9 @@ class BudgetGuard:
         self._check(usd, credits)
         self.reserved_usd += usd
         self.reserved_credits += credits
-        return Reservation(usd, credits, key, base_usd, base_credits)
+        return Reservation(usd, credits, key, base_usd, base_credits, job_id=job_id)
 
-    def adjust(self, reservation: Reservation, reported: Cost) -> None:
+    async def adjust(self, reservation: Reservation, reported: Cost) -> None:
         """A reply reported the real charge: raise the reservation to it, and learn."""
         if reservation.settled:
             return
@@ -81,7 +114,7 @@ class BudgetGuard:
         self.reserved_credits += credits - reservation.credits
         reservation.usd, reservation.credits = usd, credits
 
-    def settle(self, reservation: Reservation, actual: Cost | None) -> None:
+    async def settle(self, reservation: Reservation, actual: Cost | None) -> None:
         """Replace a reservation by the actual cost (``None``: nothing was charged)."""
         if reservation.settled:
             return
@@ -93,12 +126,12 @@ class BudgetGuard:
             self.spent_usd += actual.usd or 0.0
             self.spent_credits += actual.credits or 0.0
 
-    def charge(self, actual: Cost) -> None:
+    async def charge(self, actual: Cost) -> None:
         """Count a cost that had no reservation (a task an earlier run paid for)."""
         self.spent_usd += actual.usd or 0.0
         self.spent_credits += actual.credits or 0.0
 
-    def charge_unknown(self, estimate: Cost, key: str = "") -> None:
+    async def charge_unknown(self, estimate: Cost, key: str = "") -> None:
         """Count a submit that may have been charged (its reply was lost) as spent.
 
         Raises ``BudgetExhausted`` when spend and reservations now exceed a cap, so that

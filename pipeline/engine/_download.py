@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.clock import Clock, utcnow
-from pipeline.engine._budget import BudgetGuard, Reservation
+from pipeline.engine._budget import Reservation, Spending
 from pipeline.engine._outcome import cost_dict, error_dict
 from pipeline.engine._retry import attempt_then_retry
 from pipeline.errors import DownloadError, ErrorCode
@@ -52,7 +52,7 @@ class DownloadStage:
         *,
         state: RunStore,
         output: Output,
-        budget: BudgetGuard,
+        budget: Spending,
         clock: Clock,
         on_change: Callable[[], None] | None = None,
     ) -> None:
@@ -80,7 +80,7 @@ class DownloadStage:
             # A failed job lists no images, so none of its files may stay behind.
             for image in stored:
                 await self.output.discard(image)
-            self._settle(item)
+            await self._settle(item)
             await self.state.mark_failed(
                 job.id,
                 at=utcnow(),
@@ -90,7 +90,7 @@ class DownloadStage:
             )
             self._on_change()
             return None
-        self._settle(item)
+        await self._settle(item)
         await self.state.mark_completed(
             job.id,
             at=utcnow(),
@@ -102,11 +102,11 @@ class DownloadStage:
         self._on_change()
         return len(stored)
 
-    def _settle(self, item: Finished) -> None:
+    async def _settle(self, item: Finished) -> None:
         if item.reservation is not None:
-            self.budget.settle(item.reservation, item.cost)
+            await self.budget.settle(item.reservation, item.cost)
         else:
-            self.budget.charge(item.cost)
+            await self.budget.charge(item.cost)
 
     async def _download(self, url: str, stem: str) -> StoredImage:
         """Fetch one image, retrying truncated, corrupt or failed transfers (stamina, with

@@ -33,9 +33,10 @@ the job timeout, and the caller bounds ``wait`` by the job deadline.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
@@ -64,6 +65,16 @@ POLL_RETRY_MIN_S = 0.5
 # The last poll before a job deadline goes this long before it (or 10% of the time allowed).
 LAST_LOOK_S = 5.0
 GROW_AFTER_COMPLETIONS = 10
+
+
+class LocalSlots:
+    """Alone, the lane's own limit is the provider's: nothing more to hold."""
+
+    @asynccontextmanager
+    async def hold(self, job_id: str) -> AsyncIterator[None]:
+        yield
+
+
 CANCEL_WITHIN_S = 10.0
 
 
@@ -103,8 +114,27 @@ class LaneStopped(Exception):
         super().__init__(str(reason))
 
 
+class Limiter(Protocol):
+    """Spaces a lane's requests: ``RateLimiter`` alone, ``FleetLimiter`` in a fleet."""
+
+    async def acquire(self) -> None: ...
+
+    def pause(self, seconds: float) -> None: ...
+
+    def record_success(self) -> None: ...
+
+
+class SharedSlots(Protocol):
+    """Tasks in flight beyond this process: nothing alone, the fleet's count in a fleet."""
+
+    def hold(self, job_id: str) -> AbstractAsyncContextManager[None]: ...
+
+
 class Lane:
-    """Submit and poll jobs of one provider within its limits."""
+    """Submit and poll jobs of one provider within its limits.
+
+    ``limiter`` (default: a ``RateLimiter`` at the configured rate) spaces every request;
+    ``shared`` (default: nothing) holds a task slot of a fleet per job."""
 
     def __init__(
         self,
@@ -113,12 +143,15 @@ class Lane:
         *,
         clock: Clock,
         schedule: PollSchedule | None = None,
+        limiter: Limiter | None = None,
+        shared: SharedSlots | None = None,
     ) -> None:
         self.adapter = adapter
         self.name = adapter.spec.name
         self.settings = settings
         self.clock = clock
-        self.limiter = RateLimiter(settings.requests_per_second, clock=clock)
+        self.limiter = limiter or RateLimiter(settings.requests_per_second, clock=clock)
+        self.shared = shared or LocalSlots()
         self.schedule = schedule or PollSchedule()
         self._counters = _Counters()
         self.stopped: ProviderError | None = None

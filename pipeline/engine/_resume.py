@@ -49,6 +49,33 @@ def to_check(batch: Batch, records: Mapping[str, JobRecord]) -> list[tuple[str, 
     return out
 
 
+def work_for(
+    job: Job, rec: JobRecord | None, broken: set[str], *, retry_failed: bool
+) -> WorkItem | None:
+    """What this run must do for ``job`` given its record (the table above); None:
+    nothing. ``broken``: the completed jobs whose files are not all there."""
+    if rec is None:
+        return WorkItem(job)
+    status = rec.row.status
+    if status == JobStatus.COMPLETED:
+        if rec.id not in broken:
+            return None
+        if rec.remote_id:
+            return WorkItem(job, rec.remote_id, flags=(Flag.REDOWNLOADED,))
+        return WorkItem(job, flags=(Flag.REGENERATED,))
+    if status == JobStatus.PENDING:
+        return WorkItem(job)
+    if status == JobStatus.SUBMITTED and rec.remote_id:
+        return WorkItem(job, remote_id=rec.remote_id)
+    if status == JobStatus.INTENT:
+        return WorkItem(job, unknown=True)
+    if status == JobStatus.FAILED and retry_failed:
+        if rec.remote_id and rec.error_code == ErrorCode.DOWNLOAD:
+            return WorkItem(job, rec.remote_id, flags=(Flag.REDOWNLOADED,))
+        return WorkItem(job)
+    return None
+
+
 def plan_work(
     batch: Batch,
     records: Mapping[str, JobRecord],
@@ -61,28 +88,8 @@ def plan_work(
     work: list[WorkItem] = []
     reattach: list[WorkItem] = []
     for job in batch.jobs:
-        rec = records.get(job.id)
-        if rec is None:
-            work.append(WorkItem(job))
-            continue
-        status = rec.row.status
-        if status == JobStatus.COMPLETED:
-            if rec.id not in broken:
-                continue
-            if rec.remote_id:
-                reattach.append(WorkItem(job, rec.remote_id, flags=(Flag.REDOWNLOADED,)))
-            else:
-                work.append(WorkItem(job, flags=(Flag.REGENERATED,)))
-        elif status == JobStatus.PENDING:
-            work.append(WorkItem(job))
-        elif status == JobStatus.SUBMITTED and rec.remote_id:
-            reattach.append(WorkItem(job, remote_id=rec.remote_id))
-        elif status == JobStatus.INTENT:
-            work.append(WorkItem(job, unknown=True))
-        elif status == JobStatus.FAILED and retry_failed:
-            if rec.remote_id and rec.error_code == ErrorCode.DOWNLOAD:
-                reattach.append(WorkItem(job, rec.remote_id, flags=(Flag.REDOWNLOADED,)))
-            else:
-                work.append(WorkItem(job))
+        item = work_for(job, records.get(job.id), broken, retry_failed=retry_failed)
+        if item is not None:
+            (work if item.remote_id is None else reattach).append(item)
     # Tasks already running at the provider come first: they are paid for.
     return reattach + work

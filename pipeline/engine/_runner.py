@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 
@@ -24,13 +24,16 @@ from pipeline.engine._budget import BudgetGuard
 from pipeline.engine._lane import Lane, LaneStats
 from pipeline.engine._outcome import RunOutcome
 from pipeline.engine._relocate import keep_files_with_their_jobs
-from pipeline.engine._resume import WorkItem, plan_work, to_check
+from pipeline.engine._resume import WorkItem, plan_work, to_check, work_for
 from pipeline.errors import UsageError
 from pipeline.jobs import Batch, JobStatus
 from pipeline.ledger import STAMP_KEY, LedgerHeader, LedgerSink, summarize
 from pipeline.outputs import Output, open_output
 from pipeline.providers.specs import SPECS
 from pipeline.store import JobRecord, RunStore, open_store, spent, state_location
+
+if TYPE_CHECKING:
+    from pipeline.engine._fleet import FleetRun
 
 LaneView = Callable[[], dict[str, LaneStats]]
 
@@ -44,7 +47,8 @@ class RunOptions:
     SIGINT/SIGTERM stops the run with its state committed (``interrupted``), a second
     exits the process; only the command line sets it. ``log_to_stderr``: warnings also on
     stderr. ``on_start``: called with a view of the lanes' figures once sending starts
-    (progress displays)."""
+    (progress displays). ``lease_s``: in a fleet (a shared state), how long this
+    process's leases outlive its last heartbeat."""
 
     max_usd: float | None = None
     retry_failed: bool = False
@@ -55,6 +59,7 @@ class RunOptions:
     log_to_stderr: bool = False
     clock: Clock = field(default_factory=SystemClock)
     on_start: Callable[[LaneView], None] | None = None
+    lease_s: float = 30.0
 
 
 class RunReport(NamedTuple):
@@ -165,9 +170,10 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
             ", ".join(f"{n} at {b}" for n, (b, _) in endpoints.items()),
         )
         if work:
-            await _send(run, records, work)
+            await _send(run, records, work, broken)
         with anyio.CancelScope(shield=True):
-            if state.writes == synced_writes:
+            # In a fleet, others write too: read what the batch is now.
+            if state.writes == synced_writes and state.fleet is None:
                 final: Sequence[JobRecord] = list(records.values())
             else:
                 final = await state.records()
@@ -186,7 +192,9 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
     return RunReport(outcome, doc, bool(run.interrupted))
 
 
-async def _send(run: _Run, records: dict[str, JobRecord], work: list[WorkItem]) -> None:
+async def _send(
+    run: _Run, records: dict[str, JobRecord], work: list[WorkItem], broken: set[str]
+) -> None:
     """Run ``work`` through the lanes, ledger.json rewritten as it goes (counting the
     lanes' requests from now on); the stop reasons go to ``run.outcome``. The network
     stack is imported here: a resume with nothing to send never loads it."""
@@ -204,6 +212,10 @@ async def _send(run: _Run, records: dict[str, JobRecord], work: list[WorkItem]) 
         spent_usd=sum(usd for usd, _ in costs),
         spent_credits=sum(credits for _, credits in costs),
     )
+    shared = _fleet_run(run, broken)
+    if shared is not None:  # the batch is shared with other processes: join them
+        await shared.join()
+        stack.push_async_callback(shared.leave)
     lanes: dict[str, Lane] = {}
     for name, (base, key) in run.endpoints.items():
         settings = batch.providers[name]
@@ -211,7 +223,8 @@ async def _send(run: _Run, records: dict[str, JobRecord], work: list[WorkItem]) 
             name, api_key=key, base_url=base, usd_per_credit=settings.usd_per_credit
         )
         stack.push_async_callback(adapter.aclose)
-        lanes[name] = Lane(adapter, settings, clock=options.clock)
+        limiter, slots = await shared.lane_parts(name, key, settings) if shared else (None, None)
+        lanes[name] = Lane(adapter, settings, clock=options.clock, limiter=limiter, shared=slots)
 
     def requests() -> dict[str, tuple[int, int]]:
         return {name: (s.requests, s.rate_limited) for name, s in view().items()}
@@ -225,15 +238,18 @@ async def _send(run: _Run, records: dict[str, JobRecord], work: list[WorkItem]) 
         lanes=lanes,
         state=run.state,
         output=run.output,
-        budget=guard,
+        budget=shared.budget if shared else guard,
         clock=options.clock,
         on_change=ledger.mark_dirty,
+        feed=shared.feed if shared else None,
     )
     if options.on_start is not None:
         options.on_start(view)
     ledger.mark_dirty()  # the sink's first write: the state as resumed
     async with anyio.create_task_group() as tg:
         tg.start_soon(ledger.run)
+        if shared is not None:
+            tg.start_soon(shared.heartbeat, scheduler.stop_submitting)
         with anyio.CancelScope() as run_scope:
             if options.handle_signals:
                 async with _signals_cancel(run_scope, run.interrupted):
@@ -247,6 +263,28 @@ async def _send(run: _Run, records: dict[str, JobRecord], work: list[WorkItem]) 
     for name, lane in lanes.items():
         if lane.stopped is not None:
             run.outcome.lane_stops[name] = str(lane.stopped)
+
+
+def _fleet_run(run: _Run, broken: set[str]) -> FleetRun | None:
+    """This run's part in a fleet, when its state is shared (else None: alone)."""
+    fleet = run.state.fleet
+    if fleet is None:
+        return None
+    from pipeline.engine._fleet import FleetRun
+
+    jobs = {job.id: job for job in run.batch.jobs}
+    retry = run.options.retry_failed
+
+    def rework(rec: JobRecord) -> WorkItem | None:
+        job = jobs.get(rec.id)
+        return work_for(job, rec, broken, retry_failed=retry) if job is not None else None
+
+    budget = run.batch.budget
+    if run.options.max_usd is not None:
+        budget = replace(budget, max_usd=run.options.max_usd)
+    return FleetRun(
+        fleet, clock=run.options.clock, lease_s=run.options.lease_s, budget=budget, rework=rework
+    )
 
 
 def _log_outcome(

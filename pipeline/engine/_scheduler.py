@@ -23,15 +23,16 @@ a provider may take to generate, not about how long we may need to reach it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from pipeline import _gc
 from pipeline.clock import Clock, utcnow
-from pipeline.engine._budget import BudgetGuard, Reservation
+from pipeline.engine._budget import Reservation, Spending
 from pipeline.engine._download import DOWNLOAD_WINDOW_MIN_S, DownloadStage, Finished
+from pipeline.engine._feed import ListFeed, WorkFeed
 from pipeline.engine._lane import Lane, LaneStopped
 from pipeline.engine._outcome import error_dict, provider_error
 from pipeline.engine._resume import WorkItem
@@ -62,7 +63,8 @@ class Scheduler:
     """Runs the work of one batch against its lanes. Use once.
 
     ``on_change`` is called after every change of a job's state (the ledger sink marks
-    itself dirty)."""
+    itself dirty). ``feed`` gives each lane its work (default: the plan as it is; a
+    fleet's feed claims it), told whether submitting has stopped."""
 
     def __init__(
         self,
@@ -71,10 +73,11 @@ class Scheduler:
         lanes: dict[str, Lane],
         state: RunStore,
         output: Output,
-        budget: BudgetGuard,
+        budget: Spending,
         clock: Clock,
         on_change: Callable[[], None] | None = None,
         download_concurrency: int | None = None,
+        feed: Callable[[Lane, list[WorkItem], Callable[[], bool]], WorkFeed] | None = None,
     ) -> None:
         self.batch = batch
         self.lanes = lanes
@@ -84,12 +87,16 @@ class Scheduler:
         self.clock = clock
         self._changed = on_change or (lambda: None)
         self._downloads = download_concurrency or download_workers(lanes)
+        self._feed = feed or (lambda lane, items, stopped: ListFeed(items))
         self.downloads = DownloadStage(
             state=state, output=output, budget=budget, clock=clock, on_change=self._changed
         )
         self.stop_reason: str | None = None
         # Remote ids known to belong to a job: reconciliation never adopts them twice.
         self.claimed: set[str] = set()
+
+    def _stopped(self) -> bool:
+        return self.stop_reason is not None
 
     def stop_submitting(self, reason: str) -> None:
         """No new submits from now on; work in flight carries on."""
@@ -114,18 +121,18 @@ class Scheduler:
                 for name, lane in self.lanes.items():
                     items = [w for w in work if w.job.provider == name]
                     lane.enqueue(len(items))
-                    queue = iter(items)  # shared by the lane's workers
+                    feed = self._feed(lane, items, self._stopped)  # for the lane's workers
                     for _ in range(max(1, lane.settings.max_concurrent)):
-                        tg.start_soon(self._lane_worker, lane, queue, done_send.clone())
+                        tg.start_soon(self._lane_worker, lane, feed, done_send.clone())
             # The downloaders end once every lane worker has closed its clone of done_send.
 
     # -- lane stage -------------------------------------------------------------------------
 
     async def _lane_worker(
-        self, lane: Lane, queue: Iterator[WorkItem], done: ObjectSendStream[Finished]
+        self, lane: Lane, feed: WorkFeed, done: ObjectSendStream[Finished]
     ) -> None:
         async with done:
-            for item in queue:  # each item goes to exactly one worker (next() never waits)
+            while (item := await feed.next()) is not None:  # each item to one worker
                 async with lane.slots:  # one task in flight at the provider
                     with lane.working():
                         finished = await self._run_at_provider(lane, item)
@@ -147,6 +154,11 @@ class Scheduler:
         if refusal is not None:
             await self._fail(lane, job, provider_error(refusal))
             return None
+        async with lane.shared.hold(job.id):  # the fleet's count of tasks in flight
+            return await self._at_provider(lane, item)
+
+    async def _at_provider(self, lane: Lane, item: WorkItem) -> Finished | None:
+        job = item.job
         reservation: Reservation | None = None
         started = self.clock.now()
         timeout = lane.settings.job_timeout_s
@@ -182,7 +194,7 @@ class Scheduler:
                     usage=final.usage,
                 )
                 if reservation is not None:
-                    self.budget.settle(reservation, None)
+                    await self.budget.settle(reservation, None)
                 return None
             # Deadline passed: give up on the task, and free it at the provider.
             await lane.cancel(status.remote_id)
@@ -190,14 +202,14 @@ class Scheduler:
                 lane, job, error_dict(ErrorCode.TIMEOUT, f"no result within {deadline:g} s")
             )
             if reservation is not None:
-                self.budget.settle(reservation, None)
+                await self.budget.settle(reservation, None)
             return None
         except LaneStopped as stop:
             await self._fail(lane, job, provider_error(stop.reason))
         except ProviderError as exc:
             await self._fail(lane, job, provider_error(exc))
         if reservation is not None:
-            self.budget.settle(reservation, None)
+            await self.budget.settle(reservation, None)
         return None
 
     async def _start(
@@ -225,9 +237,11 @@ class Scheduler:
                 probe = None
         try:
             try:
-                reservation = self.budget.reserve(
+                reservation = await self.budget.reserve(
                     lane.adapter.spec.estimate(job.params, lane.settings.usd_per_credit),
                     lane.name,
+                    job.id,
+                    probe=reports_cost,
                 )
             except BudgetExhausted as exc:
                 self.stop_submitting(str(exc))
@@ -239,14 +253,15 @@ class Scheduler:
                         lane, job, possible_duplicate=item.unknown, submit_by=submit_by
                     )
             except BaseException:
-                self.budget.settle(reservation, None)
+                with anyio.CancelScope(shield=True):
+                    await self.budget.settle(reservation, None)
                 raise
             if status is None:
-                self.budget.settle(reservation, None)
+                await self.budget.settle(reservation, None)
                 return None
             if status.usage:
                 # The reply reports the real charge (skills.video): reserve that.
-                self.budget.adjust(reservation, lane.adapter.cost(job, status))
+                await self.budget.adjust(reservation, lane.adapter.cost(job, status))
             return status, reservation
         finally:
             if probe is not None:
@@ -255,11 +270,12 @@ class Scheduler:
     async def _submit(
         self, lane: Lane, job: Job, *, possible_duplicate: bool, submit_by: float
     ) -> TaskStatus | None:
-        """Intent, submit, record: the write-ahead protocol of ``pipeline.store._sqlite``.
+        """Intent, submit, record: the write-ahead protocol of ``pipeline.store``.
 
         A submit whose reply was lost is reconciled (where the provider lists running
         tasks) and otherwise sent again, flagged ``possible_duplicate`` with its estimated
-        cost counted as spent. Returns None when the job is left for a later run.
+        cost counted as spent. Returns None when the job is left for a later run, or
+        when this process lost its lease on the job (another one works it now).
         """
         for _ in range(MAX_UNKNOWN_OUTCOMES + 1):
             if possible_duplicate:
@@ -269,11 +285,12 @@ class Scheduler:
                     job.id, estimate.usd or 0.0, estimate.credits or 0.0
                 )
                 try:
-                    self.budget.charge_unknown(estimate, lane.name)
+                    await self.budget.charge_unknown(estimate, lane.name)
                 except BudgetExhausted as exc:
                     self.stop_submitting(str(exc))
                     return None
-            await self.state.mark_intent(job.id)
+            if not await self.state.mark_intent(job.id):
+                return None  # the lease was taken over: the job is someone else's now
             try:
                 status = await lane.submit(job, deadline=submit_by)
             except OutcomeUnknown as exc:

@@ -153,17 +153,18 @@ class Ledger(_Record):
         )
 
 
-def load_ledger(directory: Path) -> Ledger:
-    """Read ``directory/ledger.json``.
+def load_ledger(directory: Path, text: bytes | None = None) -> Ledger:
+    """Read ``directory/ledger.json`` (or ``text``: the ledger's JSON, as the run state
+    gives it).
 
     Raises ``UsageError`` when the folder has no ledger, or the ledger is not valid JSON of
     the expected shape.
     """
     path = directory / LEDGER_NAME
-    if not path.is_file():
+    if text is None and not path.is_file():
         raise UsageError(f"{directory}: no batch here ({LEDGER_NAME} not found)")
     try:
-        return Ledger.model_validate_json(path.read_bytes())
+        return Ledger.model_validate_json(text if text is not None else path.read_bytes())
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top)"

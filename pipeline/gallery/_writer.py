@@ -29,13 +29,18 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def write_report(
-    directory: str | Path, *, rows: str | None = None, cols: str | None = None
+    directory: str | Path,
+    *,
+    rows: str | None = None,
+    cols: str | None = None,
+    ledger: bytes | None = None,
 ) -> Path:
     """Write the batch's contact sheet to ``DIR/report.html`` and return that path.
 
     ``rows`` / ``cols`` name the axes (comma-separated to combine several): ``prompt``, a
     variant key such as ``provider`` or ``aspect_ratio``, or a template variable. By default
-    rows are prompts and columns every variant key combined. Thumbnails go to
+    rows are prompts and columns every variant key combined. ``ledger``: the ledger's
+    JSON when it comes from the run state rather than ``DIR/ledger.json``. Thumbnails go to
     ``DIR/thumbs/`` (rebuilt only when missing or stale); nothing is written elsewhere.
 
     Raises ``UsageError`` when the folder holds no ledger.json (or an unreadable one), an
@@ -44,12 +49,12 @@ def write_report(
     root = Path(directory)
     if not root.is_dir():
         raise UsageError(f"{directory}: not a folder")
-    ledger = load_ledger(root)
-    grid = build_grid(ledger, rows=rows, cols=cols)
-    paths = [image.path for job in ledger.current_jobs for image in job.images]
+    book = load_ledger(root, ledger)
+    grid = build_grid(book, rows=rows, cols=cols)
+    paths = [image.path for job in book.current_jobs for image in job.images]
     try:
         thumbs = make_thumbs(root, paths)
-        _write_atomic(root.resolve() / REPORT_NAME, render_page(ledger, grid, thumbs))
+        _write_atomic(root.resolve() / REPORT_NAME, render_page(book, grid, thumbs))
     except OSError as exc:
         raise UsageError(f"{directory}: cannot write the report: {exc}") from exc
     return root / REPORT_NAME

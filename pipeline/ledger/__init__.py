@@ -6,8 +6,23 @@
 
 from __future__ import annotations
 
-from pipeline.ledger._document import LEDGER_NAME, LedgerHeader, summarize
+from pipeline.ledger._document import (
+    LEDGER_NAME,
+    LedgerHeader,
+    encode_document,
+    ledger_document,
+    summarize,
+)
 from pipeline.ledger._sink import STAMP_KEY, LedgerSink
 from pipeline.ledger._status import read_status
 
-__all__ = ["LEDGER_NAME", "STAMP_KEY", "LedgerHeader", "LedgerSink", "read_status", "summarize"]
+__all__ = [
+    "LEDGER_NAME",
+    "STAMP_KEY",
+    "LedgerHeader",
+    "LedgerSink",
+    "encode_document",
+    "ledger_document",
+    "read_status",
+    "summarize",
+]

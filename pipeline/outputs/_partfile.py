@@ -10,6 +10,7 @@ after a failure with a few syscalls and never raises.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
 from collections.abc import Callable
@@ -48,6 +49,9 @@ class PartFile:
         if self.fd is None:
             self.dir_fd = self._open_dir()
             self.fd = os.open(self.name, _NEW_FILE_FLAGS, 0o644, dir_fd=self.dir_fd)
+            # Held while the file is ours: a sweep by another process on the same folder
+            # leaves it alone (the kernel drops the lock when this process dies).
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
             self.created = True
         data = memoryview(b"".join(self.held))
         self.held.clear()
@@ -92,15 +96,35 @@ class PartFile:
 
 
 def sweep_parts(dir_fd: int) -> None:
-    """Unlink leftover ``*.part`` entries (files or links; directories are left alone)."""
+    """Unlink leftover ``*.part`` entries (files or links; directories are left alone):
+    those no live process holds (each writer keeps a lock on its own), so a process
+    sharing the folder never loses a download in progress."""
     try:
         names = os.listdir(dir_fd)
     except OSError:
         return
     for name in names:
-        if name.endswith(".part"):
+        if name.endswith(".part") and not _in_use(dir_fd, name):
             with contextlib.suppress(OSError):
                 os.unlink(name, dir_fd=dir_fd)
+
+
+def _in_use(dir_fd: int, name: str) -> bool:
+    try:
+        fd = os.open(
+            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd
+        )
+    except OSError:
+        return False  # a link or gone: nobody writes through it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def discard_entry(dir_fd: int, name: str) -> None:

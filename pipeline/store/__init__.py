@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.errors import StateError, UsageError
-from pipeline.store._base import Counters, RunStore, Snapshot
+from pipeline.store._base import BudgetRow, Counters, Fleet, RunStore, Snapshot
 from pipeline.store._lock import BatchInUse
 from pipeline.store._records import JobRecord, JobRow, spent
 
@@ -135,7 +135,9 @@ def _reason(exc: BaseException) -> str:
 __all__ = [
     "STATE_ENV",
     "BatchInUse",
+    "BudgetRow",
     "Counters",
+    "Fleet",
     "JobRecord",
     "JobRow",
     "RunStore",

@@ -33,6 +33,83 @@ Counters = dict[str, tuple[int, int]]  # provider -> (requests, rate_limited)
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetRow:
+    """A batch's shared budget: what its jobs cost, what they hold in reservations, and
+    the learned price scale per provider (actual / estimated)."""
+
+    spent_usd: float
+    spent_credits: float
+    reserved_usd: float
+    reserved_credits: float
+    scales: dict[str, float]
+
+
+class Fleet(Protocol):
+    """How the processes of one batch share it (a store that many processes may work at
+    once offers one; see ``pipeline.store._pg_fleet`` for the protocol's rules). Every
+    method is one round trip to the shared state."""
+
+    worker_id: int | None
+
+    async def join(self, *, host: str, pid: int, lease_s: float) -> int:
+        """Register this process; its leases last ``lease_s`` past each heartbeat."""
+        ...
+
+    async def beat(self) -> bool:
+        """Renew the lease; False when this worker was declared gone."""
+        ...
+
+    async def leave(self) -> None:
+        """Give every lease back and stop."""
+        ...
+
+    async def claim(self, ids: Sequence[str]) -> list[JobRecord]:
+        """Lease those of ``ids`` that are free; their records as they are now."""
+        ...
+
+    async def open_jobs(self, provider: str) -> tuple[list[JobRecord], int]:
+        """The provider's unsettled jobs: those free now, and how many live workers hold."""
+        ...
+
+    async def limits(self, provider: str, key_id: str, rate: float) -> None: ...
+
+    async def rate_slots(self, provider: str, key_id: str, n: int) -> tuple[float, float]:
+        """Take ``n`` request slots: (seconds from now to the first, the interval)."""
+        ...
+
+    async def rate_pause(
+        self, provider: str, key_id: str, seconds: float, decrease: float, floor: float
+    ) -> None: ...
+
+    async def rate_recover(self, provider: str, key_id: str, step: float) -> None: ...
+
+    async def take_slot(self, job_id: str, provider: str, key_id: str, limit: int) -> bool: ...
+
+    async def give_slot(self, job_id: str) -> None: ...
+
+    async def reserve(
+        self,
+        job_id: str,
+        provider: str,
+        base: tuple[float, float],
+        caps: tuple[float | None, float | None],
+        *,
+        probe: bool,
+    ) -> str:
+        """``ok``, ``budget`` (a cap would be passed), ``wait`` (a price probe is under
+        way) or ``gone``."""
+        ...
+
+    async def raise_reservation(self, job_id: str, usd: float, credits: float) -> None: ...
+
+    async def release_reservation(self, job_id: str) -> None: ...
+
+    async def learn_scale(self, provider: str, ratio: float) -> None: ...
+
+    async def budget(self) -> BudgetRow: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The whole state at one moment, as a reader in another process sees it."""
 
@@ -47,6 +124,11 @@ class RunStore(Protocol):
     @property
     def location(self) -> str:
         """Where the state lives, for messages (never with a password)."""
+        ...
+
+    @property
+    def fleet(self) -> Fleet | None:
+        """The sharing of this batch with other processes (None: this process alone)."""
         ...
 
     @property
@@ -75,8 +157,9 @@ class RunStore(Protocol):
 
     async def records(self) -> list[JobRecord]: ...
 
-    async def mark_intent(self, job_id: str) -> None:
-        """Committed before the submit request is sent (counts an attempt)."""
+    async def mark_intent(self, job_id: str) -> bool:
+        """Committed before the submit request is sent (counts an attempt). False: this
+        process no longer holds the job's lease (another took it over): do not submit."""
         ...
 
     async def mark_submitted(

@@ -31,7 +31,8 @@ from pipeline.store._pg_schema import migrate
 from pipeline.store._records import JobRecord, sort_rows
 
 Conn = psycopg.AsyncConnection[TupleRow]
-Op = Callable[[Conn], Awaitable[object]]
+# A grouped write: it sends its statement and returns the cursor, read once committed.
+Op = Callable[[Conn], Awaitable[psycopg.AsyncCursor[TupleRow]]]
 
 # The columns of a JobRow, in its order.
 COLUMNS = (
@@ -48,6 +49,9 @@ _DROP_FLAG = (
     "WHERE batch_id = %(b)s AND id = %(id)s"
 )
 _COPY_AT = 500  # inserts past this many go through COPY
+# A settled job holds no reservation and no task slot: its cost is what it spent (the
+# budget row and the slot count follow, by trigger, in the same transaction).
+_SETTLED = "reserved_usd = 0, reserved_credits = 0, holds_slot = false"
 _CONNECT: dict[str, Any] = {"connect_timeout": 10, "application_name": "pipeline"}
 
 
@@ -132,7 +136,10 @@ class PostgresStore:
     wrap; ``close`` closes the pool."""
 
     def __init__(self, pg: PgState) -> None:
+        from pipeline.store._pg_fleet import PgFleet
+
         self.pg = pg
+        self.fleet = PgFleet(pg)
         self._batcher = Batcher(self._flush)
         self._writes = 0
         self.commits = 0
@@ -158,16 +165,19 @@ class PostgresStore:
             async with self.pg.pool.connection() as conn:
                 try:
                     async with conn.transaction(), conn.pipeline():
-                        for call in batch:
-                            await call.fn(conn)
-                    for call in batch:
+                        cursors = [await call.fn(conn) for call in batch]
+                    # In pipeline mode a statement's outcome is known once the pipeline
+                    # has synced: here, after the commit.
+                    for call, cur in zip(batch, cursors, strict=True):
+                        call.result = cur.rowcount
                         call.done = True
                     self.commits += 1
                 except psycopg.Error:
                     for call in batch:  # one transaction each: each error to its writer
                         try:
                             async with conn.transaction():
-                                await call.fn(conn)
+                                cur = await call.fn(conn)
+                            call.result = cur.rowcount
                             call.done = True
                             self.commits += 1
                         except psycopg.Error as exc:
@@ -177,13 +187,15 @@ class PostgresStore:
         finally:
             self._writes += sum(c.done for c in batch)
 
-    async def _write(self, sql: str, params: Mapping[str, Any]) -> None:
+    async def _write(self, sql: str, params: Mapping[str, Any]) -> int:
+        """Queue one statement for the group commit; the rows it changed, once committed."""
         args = {"b": self.pg.batch_id, **params}
 
-        async def op(conn: Conn) -> None:
-            await conn.execute(sql.encode(), args)
+        async def op(conn: Conn) -> psycopg.AsyncCursor[TupleRow]:
+            return await conn.execute(sql.encode(), args)
 
-        await self._batcher.call(op)
+        count: int = await self._batcher.call(op)
+        return count
 
     async def _run(self, fn: Callable[[Conn], Awaitable[Any]]) -> Any:
         try:
@@ -255,12 +267,15 @@ class PostgresStore:
         result: list[JobRecord] = await self._run(read)
         return result
 
-    async def mark_intent(self, job_id: str) -> None:
-        await self._write(
+    async def mark_intent(self, job_id: str) -> bool:
+        # Fenced by the lease: a process whose lease was taken over writes nothing.
+        fence = "" if self.fleet.worker_id is None else " AND worker_id = %(me)s"
+        changed = await self._write(
             f"UPDATE pipeline_jobs SET status = '{JobStatus.INTENT}', attempts = attempts + 1, "
-            "error = NULL, remote_id = NULL WHERE batch_id = %(b)s AND id = %(id)s",
-            {"id": job_id},
+            f"error = NULL, remote_id = NULL WHERE batch_id = %(b)s AND id = %(id)s{fence}",
+            {"id": job_id, "me": self.fleet.worker_id},
         )
+        return changed == 1
 
     async def mark_submitted(
         self, job_id: str, remote_id: str, at: str, usage: Mapping[str, Any]
@@ -284,7 +299,7 @@ class PostgresStore:
         await self._write(
             f"UPDATE pipeline_jobs SET status = '{JobStatus.COMPLETED}', completed_at = %(at)s, "
             "latency_s = %(l)s, images = %(i)s, image_count = %(n)s, cost = %(c)s, "
-            "usage = %(u)s, error = NULL WHERE batch_id = %(b)s AND id = %(id)s",
+            f"usage = %(u)s, error = NULL, {_SETTLED} WHERE batch_id = %(b)s AND id = %(id)s",
             {
                 "id": job_id,
                 "at": at,
@@ -307,8 +322,8 @@ class PostgresStore:
     ) -> None:
         await self._write(
             f"UPDATE pipeline_jobs SET status = '{JobStatus.FAILED}', completed_at = %(at)s, "
-            "error = %(e)s, cost = COALESCE(%(c)s, cost), usage = COALESCE(%(u)s, usage) "
-            "WHERE batch_id = %(b)s AND id = %(id)s",
+            "error = %(e)s, cost = COALESCE(%(c)s, cost), usage = COALESCE(%(u)s, usage), "
+            f"{_SETTLED} WHERE batch_id = %(b)s AND id = %(id)s",
             {
                 "id": job_id,
                 "at": at,

@@ -291,12 +291,18 @@ class SqliteStore:
     async def records(self) -> list[JobRecord]:
         return await self._run(_select_rows)
 
-    async def mark_intent(self, job_id: str) -> None:
+    @property
+    def fleet(self) -> None:
+        """A sqlite state is worked by one process (it holds the lock): no fleet."""
+        return None
+
+    async def mark_intent(self, job_id: str) -> bool:
         sql = (
             f"UPDATE jobs SET status = '{JobStatus.INTENT}', attempts = attempts + 1, "
             "error = NULL, remote_id = NULL WHERE id = ?"
         )
         await self._commit(lambda c: c.execute(sql, (job_id,)), durable=True)
+        return True
 
     async def mark_submitted(
         self, job_id: str, remote_id: str, at: str, usage: Mapping[str, Any]
