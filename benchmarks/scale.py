@@ -71,7 +71,7 @@ def write_manifest(folder: Path, jobs: int) -> Path:
     manifest.write_text(
         "name: scale\n"
         "providers:\n"
-        "  wavespeed: {requests_per_second: 10, max_concurrent: 10}\n"
+        "  wavespeed: {requests_per_second: 10, max_concurrent: 10, tier: ultra}\n"
         "  skills_video: {requests_per_second: 10, max_concurrent: 10, usd_per_credit: 0.0014}\n"
         "sweep:\n"
         f"  aspect_ratio: {json.dumps(list(ASPECTS))}\n"

@@ -26,6 +26,7 @@ async def run_pipeline(w: Workload) -> WorkResult:
     """Run the workload through the real pipeline; its wall time and job counts."""
     batch = build_batch(w)
     options = RunOptions(
+        tier_defaults=False,  # the emulator's accounts have no tiers
         base_urls={p: w.base_url for p in w.providers},
         api_keys={p: BENCH_KEY for p in w.providers},
     )

@@ -246,6 +246,8 @@ async def arun(
             log_to_stderr=progress,
             clock=clock or SystemClock(),
             lease_s=lease_s,
+            # The emulator's accounts have no tiers: only limits the manifest states.
+            tier_defaults=emulate is False or emulate is None,
         )
         resolve_endpoints(batch, options)  # a missing key: before anything else happens
         if progress:

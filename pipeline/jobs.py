@@ -96,6 +96,11 @@ class ProviderSettings:
     job_timeout_s: float
     usd_per_credit: float | None = None
     base_url: str | None = None
+    # The account's images per minute (WaveSpeed counts a job's images; from ``tier`` or
+    # given); None: not stated in the manifest (a run then assumes the lowest tier).
+    images_per_minute: float | None = None
+    tier: str | None = None
+    stream: bool = False  # follow tasks on the provider's event stream instead of polls
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,9 @@ def write_manifest(path: Path, prompts: Sequence[tuple[str, str]], **limits: flo
     lines = [
         "name: proc-test",
         "providers:",
-        f"  wavespeed: {{requests_per_second: {rps}, max_concurrent: {conc}}}",
+        # The emulator's account: no tier (else a run would assume Bronze's 2 images/min).
+        f"  wavespeed: {{requests_per_second: {rps}, max_concurrent: {conc}, "
+        "images_per_minute: 100000}",
         f"  skills_video: {{requests_per_second: {rps}, max_concurrent: {conc}, "
         "usd_per_credit: 0.001}",
     ]

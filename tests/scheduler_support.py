@@ -57,6 +57,7 @@ def emulator_options(server: EmulatorServer, **kw: Any) -> RunOptions:
     return RunOptions(
         base_urls={p: server.base_url for p in PROVIDERS},
         api_keys={p: "test-key" for p in PROVIDERS},
+        tier_defaults=False,  # the emulator's accounts have no tiers
         **kw,
     )
 

@@ -109,8 +109,14 @@ class FleetLimiter:
     def rate(self) -> float:
         return self._rate
 
-    async def acquire(self) -> None:
-        """Wait for this caller's slot of the shared rate."""
+    async def acquire(self, weight: int = 1) -> None:
+        """Wait for this caller's slot of the shared rate (``weight`` units: taken
+        together, from the shared state directly)."""
+        if weight > 1:
+            first, _ = await self._fleet.rate_slots(self._provider, self._key, weight)
+            if first > 0:
+                await self._clock.sleep(first)
+            return
         self._waiting += 1
         try:
             while not self._slots:
@@ -315,16 +321,27 @@ class FleetRun:
             await self.fleet.leave()
 
     async def lane_parts(
-        self, provider: str, api_key: str, settings: ProviderSettings
-    ) -> tuple[FleetLimiter, FleetSlots]:
-        """The shared limiter and task slots of one provider's lane."""
+        self,
+        provider: str,
+        api_key: str,
+        settings: ProviderSettings,
+        images_per_minute: float | None,
+    ) -> tuple[FleetLimiter, FleetLimiter | None, FleetSlots]:
+        """The shared request limiter, images limiter (None: no images-per-minute limit)
+        and task slots of one provider's lane."""
         key = key_id(api_key)
         await self.fleet.limits(provider, key, settings.requests_per_second)
         limiter = FleetLimiter(
             self.fleet, provider, key, settings.requests_per_second, clock=self.clock
         )
+        images = None
+        if images_per_minute:
+            await self.fleet.limits(provider, key + ":images", images_per_minute / 60)
+            images = FleetLimiter(
+                self.fleet, provider, key + ":images", images_per_minute / 60, clock=self.clock
+            )
         slots = FleetSlots(self.fleet, provider, key, settings.max_concurrent, self.clock)
-        return limiter, slots
+        return limiter, images, slots
 
     def feed(self, lane: Lane, items: list[WorkItem], stopped: Callable[[], bool]) -> FleetFeed:
         """The lane's work, claimed (a few jobs per claim: leases are not hoarded); once

@@ -117,7 +117,7 @@ class LaneStopped(Exception):
 class Limiter(Protocol):
     """Spaces a lane's requests: ``RateLimiter`` alone, ``FleetLimiter`` in a fleet."""
 
-    async def acquire(self) -> None: ...
+    async def acquire(self, weight: int = 1) -> None: ...
 
     def pause(self, seconds: float) -> None: ...
 
@@ -134,7 +134,9 @@ class Lane:
     """Submit and poll jobs of one provider within its limits.
 
     ``limiter`` (default: a ``RateLimiter`` at the configured rate) spaces every request;
-    ``shared`` (default: nothing) holds a task slot of a fleet per job."""
+    ``images`` (default: none) spaces submits by the images they ask for (an account's
+    images per minute); ``shared`` (default: nothing) holds a task slot of a fleet per
+    job."""
 
     def __init__(
         self,
@@ -144,6 +146,7 @@ class Lane:
         clock: Clock,
         schedule: PollSchedule | None = None,
         limiter: Limiter | None = None,
+        images: Limiter | None = None,
         shared: SharedSlots | None = None,
     ) -> None:
         self.adapter = adapter
@@ -151,6 +154,7 @@ class Lane:
         self.settings = settings
         self.clock = clock
         self.limiter = limiter or RateLimiter(settings.requests_per_second, clock=clock)
+        self.images = images
         self.shared = shared or LocalSlots()
         self.schedule = schedule or PollSchedule()
         self._counters = _Counters()
@@ -305,6 +309,8 @@ class Lane:
 
     async def _send_submit(self, job: Job) -> TaskStatus:
         await self._request_slot(submit=True)
+        if self.images is not None:
+            await self.images.acquire(job.params.n)
         try:
             status = await self.adapter.submit(job)
         except ProviderError as exc:

@@ -94,18 +94,20 @@ class RateLimiter:
     def rate(self) -> float:
         return self._rate
 
-    def reserve(self) -> float:
-        """Take the next slot and return the time it starts (no waiting)."""
+    def reserve(self, weight: int = 1) -> float:
+        """Take the next ``weight`` slots and return the time the first starts (no
+        waiting): a request that counts ``weight`` units (an image-per-minute limit counts
+        a job's images)."""
         now = self._clock.now()
         base = max(self._tat, now, self._paused_until)
         start = max(now, self._tat - self._tolerance, self._paused_until)
-        self._tat = base + self._interval
+        self._tat = base + self._interval * max(1, weight)
         self._requests += 1
         return start
 
-    async def acquire(self) -> None:
-        """Wait for this caller's slot; counts one request."""
-        start = self.reserve()
+    async def acquire(self, weight: int = 1) -> None:
+        """Wait for this caller's slot (``weight`` units of the rate); counts one request."""
+        start = self.reserve(weight)
         delay = start - self._clock.now()
         if delay > 0:
             await self._clock.sleep(delay)

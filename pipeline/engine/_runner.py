@@ -21,7 +21,7 @@ from pipeline import _gc
 from pipeline._logs import run_logging
 from pipeline.clock import Clock, SystemClock, utcnow
 from pipeline.engine._budget import BudgetGuard
-from pipeline.engine._lane import Lane, LaneStats
+from pipeline.engine._lane import LaneStats
 from pipeline.engine._outcome import RunOutcome
 from pipeline.engine._relocate import keep_files_with_their_jobs
 from pipeline.engine._resume import WorkItem, plan_work, to_check, work_for
@@ -48,7 +48,9 @@ class RunOptions:
     exits the process; only the command line sets it. ``log_to_stderr``: warnings also on
     stderr. ``on_start``: called with a view of the lanes' figures once sending starts
     (progress displays). ``lease_s``: in a fleet (a shared state), how long this
-    process's leases outlive its last heartbeat."""
+    process's leases outlive its last heartbeat. ``tier_defaults``: a provider account
+    whose limits the manifest does not state is assumed to be of the provider's lowest
+    tier (off for the emulator, which has none)."""
 
     max_usd: float | None = None
     retry_failed: bool = False
@@ -60,6 +62,7 @@ class RunOptions:
     clock: Clock = field(default_factory=SystemClock)
     on_start: Callable[[LaneView], None] | None = None
     lease_s: float = 30.0
+    tier_defaults: bool = True
 
 
 class RunReport(NamedTuple):
@@ -198,8 +201,8 @@ async def _send(
     """Run ``work`` through the lanes, ledger.json rewritten as it goes (counting the
     lanes' requests from now on); the stop reasons go to ``run.outcome``. The network
     stack is imported here: a resume with nothing to send never loads it."""
+    from pipeline.engine._lanes import build_lanes
     from pipeline.engine._scheduler import Scheduler
-    from pipeline.providers import create_adapter
 
     batch, options, stack = run.batch, run.options, run.stack
     with _gc.paused():
@@ -216,15 +219,7 @@ async def _send(
     if shared is not None:  # the batch is shared with other processes: join them
         await shared.join()
         stack.push_async_callback(shared.leave)
-    lanes: dict[str, Lane] = {}
-    for name, (base, key) in run.endpoints.items():
-        settings = batch.providers[name]
-        adapter = create_adapter(
-            name, api_key=key, base_url=base, usd_per_credit=settings.usd_per_credit
-        )
-        stack.push_async_callback(adapter.aclose)
-        limiter, slots = await shared.lane_parts(name, key, settings) if shared else (None, None)
-        lanes[name] = Lane(adapter, settings, clock=options.clock, limiter=limiter, shared=slots)
+    lanes = await build_lanes(batch, run.endpoints, options, stack, shared)
 
     def requests() -> dict[str, tuple[int, int]]:
         return {name: (s.requests, s.rate_limited) for name, s in view().items()}

@@ -147,6 +147,7 @@ def _from_document(value: object, shown: str, base_dir: str, lines: Lines, log: 
     """A manifest document, its prompts and those of its ``prompts_file`` (found relative
     to ``base_dir``)."""
     manifest, entries, expandable = _yaml_manifest(value, shown, lines, log)
+    _check_provider_options(manifest, shown, lines, log)
     parsed = parse_entries(entries, log)
     more: list[Entry] | None = []
     if manifest.prompts_file is not None:
@@ -192,6 +193,21 @@ def _yaml_manifest(
         sweep=_part(Sweep, top.get("sweep")),
     )
     return salvaged, entries, not failed & {"defaults", "sweep"}
+
+
+def _check_provider_options(manifest: Manifest, shown: str, lines: Lines, log: IssueLog) -> None:
+    """Options a provider does not offer: ``tier`` without tiers, ``stream`` without a
+    stream."""
+    for name, given in (manifest.providers or {}).items():
+        spec = SPECS.get(name)
+        if spec is None:
+            continue
+        if given.tier is not None and not spec.tiers:
+            loc = ("providers", name, "tier")
+            log.add(shown, lines.at(loc), f"providers.{name}.tier", f"{name} has no tiers")
+        if given.stream and not spec.streams:
+            loc = ("providers", name, "stream")
+            log.add(shown, lines.at(loc), f"providers.{name}.stream", f"{name} has no stream")
 
 
 def _part(model: type[_M], value: object) -> _M | None:
@@ -243,11 +259,16 @@ def _provider_settings(manifest: Manifest, jobs: list[Job]) -> dict[str, Provide
     for name in dict.fromkeys(job.provider for job in jobs):
         spec = SPECS[name]
         given = (manifest.providers or {}).get(name) or ProviderOptions()
+        tier = (spec.tiers or {}).get(given.tier or "")
         settings[name] = ProviderSettings(
             requests_per_second=given.requests_per_second or spec.default_requests_per_second,
-            max_concurrent=given.max_concurrent or spec.default_max_concurrent,
+            max_concurrent=given.max_concurrent
+            or (tier[1] if tier else spec.default_max_concurrent),
             job_timeout_s=given.job_timeout_s or spec.default_job_timeout_s,
             usd_per_credit=given.usd_per_credit,
             base_url=given.base_url or spec.default_base_url,
+            images_per_minute=given.images_per_minute or (tier[0] if tier else None),
+            tier=given.tier,
+            stream=bool(given.stream),
         )
     return settings

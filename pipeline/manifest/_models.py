@@ -10,7 +10,7 @@ and a field path (see :mod:`pipeline.manifest._issues`).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -110,6 +110,20 @@ class ProviderOptions(_Model):
     )
     usd_per_credit: PositiveFloat | None = Field(
         default=None, description="Dollar value of one credit (skills_video bills in credits)."
+    )
+    tier: Literal["bronze", "silver", "gold", "ultra"] | None = Field(
+        default=None,
+        description="The account's tier (wavespeed): its images per minute and concurrent "
+        "tasks, unless given.",
+    )
+    images_per_minute: PositiveFloat | None = Field(
+        default=None,
+        description="Images the account may generate per minute (a job counts its n).",
+    )
+    stream: bool | None = Field(
+        default=None,
+        description="Follow each task on the provider's event stream instead of polling "
+        "(skills_video).",
     )
     base_url: BaseUrl | None = Field(
         default=None,

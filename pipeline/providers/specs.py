@@ -49,8 +49,12 @@ class ProviderSpec:
     default_requests_per_second: float = 2.0
     default_max_concurrent: int = 3
     default_job_timeout_s: float = 600.0
-    # Prior for the poll schedule before any task of the run has completed.
+    # Prior for the poll schedule before any task of the run has completed: the median
+    # task duration, the spread (standard deviation) of log-durations, and the shortest
+    # time the provider allows between two checks of one task.
     typical_latency_s: float = 15.0
+    latency_spread: float = 0.5
+    min_poll_interval_s: float = 0.0
     # Price rules.
     usd_per_image: dict[str, float] | None = None
     credits_per_image: dict[str, float] | None = None
@@ -68,6 +72,10 @@ class ProviderSpec:
     # past it, a poll may answer "deleted" (an ``expired`` failure) or 404, and
     # downloads fail.
     retention_s: float | None = None
+    # Account tiers: name -> (images per minute, concurrent tasks); ``default_tier`` is
+    # what a run assumes when the manifest states no limit of the account.
+    tiers: dict[str, tuple[float, int]] | None = None
+    default_tier: str | None = None
 
     def estimate(self, params: JobParams, usd_per_credit: float | None = None) -> Cost:
         """Estimated cost of one job before it is sent (for plans and budget reservations)."""
@@ -95,6 +103,21 @@ WAVESPEED = ProviderSpec(
     cancels=True,  # by deleting the prediction
     lists_recent=True,  # POST /api/v3/predictions: the last 7 days, without the input
     retention_s=7 * 24 * 3600.0,
+    # Poll prior: Kling O3 images take about 5-20 s; the docs ask for at least 2 s
+    # between checks of an image task.
+    latency_spread=0.5,
+    min_poll_interval_s=2.0,
+    # Images per minute and concurrent tasks. The tier page exists in two versions (older:
+    # Bronze 10/3, Silver 500/100, Gold 3000/2000, Ultra 5000/5000; newer: Bronze 2/2,
+    # Silver 500/300, Gold 3000/3000, Ultra 5000/10000): each tier here is the lower of
+    # the two, so a run never assumes more than the account may have.
+    tiers={
+        "bronze": (2.0, 2),
+        "silver": (500.0, 100),
+        "gold": (3000.0, 2000),
+        "ultra": (5000.0, 5000),
+    },
+    default_tier="bronze",
 )
 
 SKILLS_VIDEO = ProviderSpec(

@@ -52,6 +52,7 @@ async def test_report_of_a_real_batch_shows_every_image_failure_and_pending_job(
     options = RunOptions(
         base_urls={p: emulator.base_url for p in PROVIDERS},
         api_keys={p: "test-key" for p in PROVIDERS},
+        tier_defaults=False,
     )
     await run_batch(batch, options)
     ledger = json.loads((out / "ledger.json").read_text())
