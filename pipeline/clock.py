@@ -36,9 +36,12 @@ def utcnow() -> str:
 
 
 class Clock(Protocol):
-    """Monotonic seconds, a sleep and deadlines that honour them."""
+    """Monotonic seconds, a sleep and deadlines that honour them, and the wall time that
+    goes with them (epoch seconds: to compare with a provider's timestamps)."""
 
     def now(self) -> float: ...
+
+    def wall(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
 
@@ -55,6 +58,9 @@ class SystemClock:
 
     def now(self) -> float:
         return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
@@ -82,10 +88,20 @@ class VirtualClock:
     polling.)
     """
 
-    __slots__ = ("_activity", "_counter", "_deadlines", "_now", "_sleepers", "settle_s")
+    __slots__ = (
+        "_activity",
+        "_counter",
+        "_deadlines",
+        "_now",
+        "_sleepers",
+        "_start",
+        "_wall",
+        "settle_s",
+    )
 
     def __init__(self, start: float = 0.0, *, settle_s: float = 0.002) -> None:
-        self._now = start
+        self._now = self._start = start
+        self._wall = time.time()  # wall time moves with the virtual time from here
         self._sleepers: list[tuple[float, int, anyio.Event]] = []
         self._deadlines: list[_VirtualDeadline] = []
         self._counter = itertools.count()
@@ -95,6 +111,9 @@ class VirtualClock:
     def now(self) -> float:
         self._activity += 1
         return self._now
+
+    def wall(self) -> float:
+        return self._wall + (self._now - self._start)
 
     async def sleep(self, seconds: float) -> None:
         self._activity += 1

@@ -175,11 +175,18 @@ class OutcomeUnknown(ProviderError):
 
 
 class DownloadError(PipelineError):
-    """An image could not be downloaded or did not pass its checks."""
+    """An image could not be downloaded or did not pass its checks.
 
-    def __init__(self, message: str, *, url: str, retryable: bool = True) -> None:
+    ``retryable``: the same URL may work again (a network fault, a 5xx). ``stale``: this
+    URL will not, but a fresh poll of the task may give one that does (refused with 403,
+    404 or 410, as expired signed URLs are; or cut short again and again)."""
+
+    def __init__(
+        self, message: str, *, url: str, retryable: bool = True, stale: bool = False
+    ) -> None:
         self.url = url
         self.retryable = retryable
+        self.stale = stale
         super().__init__(message)
 
 

@@ -23,12 +23,14 @@ from pipeline.emulator import EmulatorConfig, EmulatorServer, FaultProfile
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"requests_per_second": 50, "max_concurrent": 4, "usd_per_credit": 0.001}
+# The emulator's account has no tier: say so (else Bronze's 2 images/min is assumed).
+WAVESPEED = {"requests_per_second": 50, "max_concurrent": 4, "images_per_minute": 100_000}
 
 
 def _manifest(name: str = "lib", prompts: list[Any] | None = None) -> dict[str, Any]:
     return {
         "name": name,
-        "providers": {"wavespeed": FAST, "skills_video": FAST},
+        "providers": {"wavespeed": WAVESPEED, "skills_video": FAST},
         "sweep": {"provider": ["wavespeed", "skills_video"]},
         "prompts": prompts or ["a red fox", "a blue whale"],
     }

@@ -4,26 +4,37 @@ A job is ``completed`` only once every image is stored and verified; when any im
 for good, the images already stored are removed (a failed job lists none) and the job
 fails with code ``download``. Either way the task was paid for, so its cost is recorded
 and settled against the budget.
+
+Fresh URLs: providers hand out signed image URLs that expire. A download the server
+refuses (403, 404, 410) or that is cut short every time is retried with the URLs of a
+new poll of the task (``Finished.refresh``, at most ``REFRESHES`` times a job), never by
+submitting the job again. A poll that says the outputs are gone (the provider's retention
+passed, the task was deleted) fails the job with code ``expired``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import anyio
 
 from pipeline.clock import Clock, utcnow
 from pipeline.engine._budget import Reservation, Spending
 from pipeline.engine._outcome import cost_dict, error_dict
 from pipeline.engine._retry import attempt_then_retry
-from pipeline.errors import DownloadError, ErrorCode
+from pipeline.errors import DownloadError, ErrorCode, ProviderError
 from pipeline.jobs import Job
 from pipeline.outputs import Output, StoredImage
-from pipeline.providers.base import TaskStatus
+from pipeline.providers.base import ImageRef, TaskState, TaskStatus
 from pipeline.providers.specs import Cost
 from pipeline.store import RunStore
 
 DOWNLOAD_ATTEMPTS = 5
 DOWNLOAD_WINDOW_MIN_S = 60.0
+REFRESHES = 3  # new polls of a task for fresh image URLs, per job
+
+Refresh = Callable[[], Awaitable[TaskStatus]]
 
 
 def _download_retryable(exc: Exception) -> bool:
@@ -42,6 +53,11 @@ class Finished:
     reservation: Reservation | None
     started: float
     window_s: float
+    refresh: Refresh | None = None  # a new poll of the task (fresh image URLs)
+
+
+class _Expired(Exception):
+    """The provider no longer has the task's outputs."""
 
 
 class DownloadStage:
@@ -72,19 +88,19 @@ class DownloadStage:
             if not status.images:
                 raise DownloadError("the task completed without images", url="", retryable=False)
             with self.clock.move_on_at(deadline) as scope:
-                for k, ref in enumerate(status.images, start=1):
-                    stored.append(await self._download(ref.url, f"{job.id}-{k}"))
+                stored = await self._download_all(item)
             if scope.cancelled_caught:
                 raise DownloadError(f"images not downloaded within {item.window_s:g} s", url="")
-        except DownloadError as exc:
+        except (DownloadError, _Expired) as exc:
             # A failed job lists no images, so none of its files may stay behind.
             for image in stored:
                 await self.output.discard(image)
             await self._settle(item)
+            code = ErrorCode.EXPIRED if isinstance(exc, _Expired) else ErrorCode.DOWNLOAD
             await self.state.mark_failed(
                 job.id,
                 at=utcnow(),
-                error=error_dict(ErrorCode.DOWNLOAD, str(exc)),
+                error=error_dict(code, str(exc)),
                 cost=cost_dict(item.cost),
                 usage=status.usage,
             )
@@ -101,6 +117,58 @@ class DownloadStage:
         )
         self._on_change()
         return len(stored)
+
+    async def _download_all(self, item: Finished) -> list[StoredImage]:
+        """Every image of ``item``, with fresh URLs from a new poll when a URL went stale
+        (see the module note). Raises ``DownloadError`` or ``_Expired``, the images stored
+        so far removed again."""
+        refs = list(item.status.images)
+        stored: list[StoredImage] = []
+        refreshes = 0
+        k = 0
+        try:
+            while k < len(refs):
+                try:
+                    stored.append(await self._download(refs[k].url, f"{item.job.id}-{k + 1}"))
+                    k += 1
+                except DownloadError as exc:
+                    if not (exc.stale or exc.retryable) or item.refresh is None:
+                        raise
+                    if refreshes >= REFRESHES:
+                        raise DownloadError(
+                            f"{exc} (and with fresh URLs from {REFRESHES} new polls)",
+                            url=exc.url,
+                            retryable=False,
+                        ) from exc
+                    refreshes += 1
+                    refs = await self._fresh_urls(item, len(refs))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                for image in stored:
+                    await self.output.discard(image)
+            raise
+        return stored
+
+    async def _fresh_urls(self, item: Finished, wanted: int) -> list[ImageRef]:
+        assert item.refresh is not None
+        try:
+            status = await item.refresh()
+        except ProviderError as exc:
+            raise DownloadError(
+                f"cannot poll the task again for fresh image URLs: {exc}",
+                url="",
+                retryable=False,
+            ) from exc
+        if status.state is TaskState.FAILED and status.error_code == ErrorCode.EXPIRED:
+            raise _Expired(status.error_message or "the provider deleted the task's outputs")
+        if status.state is not TaskState.COMPLETED or len(status.images) != wanted:
+            raise DownloadError(
+                f"a new poll of the task gave {len(status.images)} images "
+                f"({status.state}), not the {wanted} it had",
+                url="",
+                retryable=False,
+            )
+        return list(status.images)
 
     async def _settle(self, item: Finished) -> None:
         if item.reservation is not None:

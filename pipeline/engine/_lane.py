@@ -164,6 +164,12 @@ class Lane:
         self._calm = 0
         # One submit at a time until a budget has learned this provider's real price.
         self.price_probe = anyio.Lock()
+        # Submits sent and not answered yet; while held, no new submit is sent.
+        self._submitting = 0
+        self._answered = anyio.Event()
+        self._held = 0
+        self._resumed = anyio.Event()
+        self._reconciling = anyio.Lock()
 
     def __repr__(self) -> str:
         return f"Lane({self.name!r}, {self.limiter!r}, stopped={self.stopped is not None})"
@@ -308,9 +314,12 @@ class Lane:
         )
 
     async def _send_submit(self, job: Job) -> TaskStatus:
+        while self._held:  # a lost reply is being attributed: keep its window clean
+            await self._resumed.wait()
         await self._request_slot(submit=True)
         if self.images is not None:
             await self.images.acquire(job.params.n)
+        self._submitting += 1
         try:
             status = await self.adapter.submit(job)
         except ProviderError as exc:
@@ -319,8 +328,29 @@ class Lane:
             if isinstance(exc, AuthError | InsufficientCredits):
                 raise LaneStopped(exc) from exc
             raise
+        finally:
+            self._submitting -= 1
+            if not self._submitting:
+                self._answered.set()
+                self._answered = anyio.Event()
         self.limiter.record_success()
         return status
+
+    @asynccontextmanager
+    async def holding(self) -> AsyncIterator[None]:
+        """For the block, no new submit of this lane is sent, and the block starts once
+        every submit in flight has been answered (one at a time: the holders queue)."""
+        self._held += 1
+        try:
+            async with self._reconciling:
+                while self._submitting:
+                    await self._answered.wait()
+                yield
+        finally:
+            self._held -= 1
+            if not self._held:
+                self._resumed.set()
+                self._resumed = anyio.Event()
 
     # -- poll ----------------------------------------------------------------------------
 
@@ -379,6 +409,42 @@ class Lane:
             now = self.clock.now()
             delay = self.schedule.next_delay(now - submitted_at, delay)
             next_at = now + delay
+        return status
+
+    async def list_recent(
+        self, job: Job, *, since: float, exclude: set[str]
+    ) -> list[TaskStatus] | None:
+        """The provider's tasks created since ``since`` (epoch seconds) that could be
+        ``job``'s and are not in ``exclude``; None when the listing did not answer."""
+        if self.refuses(submit=False) is not None:
+            return None
+        await self._request_slot()
+        try:
+            tasks = await self.adapter.recent(since=since)
+        except ProviderError as exc:
+            self._on_error(exc)
+            return None
+        if tasks is None:
+            return None
+        return [
+            TaskStatus(remote_id=t.remote_id, state=t.state, images=t.images, usage=t.usage)
+            for t in tasks
+            if t.remote_id not in exclude
+            and (t.created_at is None or t.created_at >= since)
+            and self.adapter.matches(t, job)
+        ]
+
+    async def refresh(self, job: Job, remote_id: str) -> TaskStatus:
+        """One more poll of a finished task (fresh image URLs). Raises ``ProviderError``
+        (``LaneStopped`` when the lane refuses every request)."""
+        await self._request_slot()
+        try:
+            status = await self.adapter.poll(remote_id)
+        except ProviderError as exc:
+            exc.job_id = job.id
+            self._on_error(exc)
+            raise
+        self.limiter.record_success()
         return status
 
     async def find_submitted(self, job: Job, exclude: set[str]) -> TaskStatus | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from pipeline.errors import ErrorCode
 from pipeline.jobs import Batch, Flag, Job, JobStatus
@@ -30,12 +31,14 @@ from pipeline.store import JobRecord
 @dataclass(slots=True)
 class WorkItem:
     """A job to run. ``remote_id``: reattach to that task. ``unknown``: an earlier submit
-    may have created a task (the process died before recording the reply)."""
+    may have created a task (the process died before recording the reply). ``since``:
+    when the task was submitted (or the intent written), epoch seconds, if known."""
 
     job: Job
     remote_id: str | None = None
     flags: tuple[str, ...] = ()
     unknown: bool = False
+    since: float | None = None
 
 
 def to_check(batch: Batch, records: Mapping[str, JobRecord]) -> list[tuple[str, str]]:
@@ -57,23 +60,34 @@ def work_for(
     if rec is None:
         return WorkItem(job)
     status = rec.row.status
+    since = _epoch(rec.row.submitted_at)
     if status == JobStatus.COMPLETED:
         if rec.id not in broken:
             return None
         if rec.remote_id:
-            return WorkItem(job, rec.remote_id, flags=(Flag.REDOWNLOADED,))
+            return WorkItem(job, rec.remote_id, flags=(Flag.REDOWNLOADED,), since=since)
         return WorkItem(job, flags=(Flag.REGENERATED,))
     if status == JobStatus.PENDING:
         return WorkItem(job)
     if status == JobStatus.SUBMITTED and rec.remote_id:
-        return WorkItem(job, remote_id=rec.remote_id)
+        return WorkItem(job, remote_id=rec.remote_id, since=since)
     if status == JobStatus.INTENT:
-        return WorkItem(job, unknown=True)
+        return WorkItem(job, unknown=True, since=since)
     if status == JobStatus.FAILED and retry_failed:
         if rec.remote_id and rec.error_code == ErrorCode.DOWNLOAD:
-            return WorkItem(job, rec.remote_id, flags=(Flag.REDOWNLOADED,))
+            return WorkItem(job, rec.remote_id, flags=(Flag.REDOWNLOADED,), since=since)
         return WorkItem(job)
     return None
+
+
+def _epoch(stamp: str | None) -> float | None:
+    """A ledger timestamp (``2026-01-01T12:00:00.000Z``) as epoch seconds."""
+    if not stamp:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def plan_work(

@@ -237,6 +237,7 @@ async def _send(
         clock=options.clock,
         on_change=ledger.mark_dirty,
         feed=shared.feed if shared else None,
+        claimed=(r.remote_id for r in records.values() if r.remote_id),
     )
     if options.on_start is not None:
         options.on_start(view)

@@ -23,7 +23,8 @@ a provider may take to generate, not about how long we may need to reach it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
@@ -36,15 +37,14 @@ from pipeline.engine._feed import ListFeed, WorkFeed
 from pipeline.engine._lane import Lane, LaneStopped
 from pipeline.engine._outcome import error_dict, provider_error
 from pipeline.engine._resume import WorkItem
-from pipeline.errors import BudgetExhausted, ErrorCode, OutcomeUnknown, ProviderError
-from pipeline.jobs import Batch, Flag, Job
+from pipeline.engine._submit import Submitter
+from pipeline.errors import BudgetExhausted, ErrorCode, ProviderError
+from pipeline.jobs import Batch, Job
 from pipeline.outputs import Output
 from pipeline.providers.base import TaskState, TaskStatus
 from pipeline.store import RunStore
 
 SUBMIT_WINDOW_MIN_S = 60.0
-MAX_UNKNOWN_OUTCOMES = 2
-RECONCILE_DELAY_S = 1.0
 REATTACH_MIN_DEADLINE_S = 60.0
 MIN_DOWNLOADS = 8
 MAX_DOWNLOADS = 32
@@ -64,7 +64,8 @@ class Scheduler:
 
     ``on_change`` is called after every change of a job's state (the ledger sink marks
     itself dirty). ``feed`` gives each lane its work (default: the plan as it is; a
-    fleet's feed claims it), told whether submitting has stopped."""
+    fleet's feed claims it), told whether submitting has stopped. ``claimed``: the remote
+    ids the state already gives to jobs (reconciliation never adopts them)."""
 
     def __init__(
         self,
@@ -78,6 +79,7 @@ class Scheduler:
         on_change: Callable[[], None] | None = None,
         download_concurrency: int | None = None,
         feed: Callable[[Lane, list[WorkItem], Callable[[], bool]], WorkFeed] | None = None,
+        claimed: Iterable[str] = (),
     ) -> None:
         self.batch = batch
         self.lanes = lanes
@@ -92,8 +94,14 @@ class Scheduler:
             state=state, output=output, budget=budget, clock=clock, on_change=self._changed
         )
         self.stop_reason: str | None = None
-        # Remote ids known to belong to a job: reconciliation never adopts them twice.
-        self.claimed: set[str] = set()
+        self.submitter = Submitter(
+            state=state,
+            budget=budget,
+            clock=clock,
+            claimed=set(claimed),
+            changed=self._changed,
+            stop=self.stop_submitting,
+        )
 
     def _stopped(self) -> bool:
         return self.stop_reason is not None
@@ -183,7 +191,8 @@ class Scheduler:
                 if final.state is TaskState.COMPLETED:
                     window = max(timeout, DOWNLOAD_WINDOW_MIN_S)
                     cost = lane.adapter.cost(job, final)
-                    return Finished(job, final, cost, reservation, started, window)
+                    refresh = partial(lane.refresh, job, final.remote_id)
+                    return Finished(job, final, cost, reservation, started, window, refresh)
                 await self._fail(
                     lane,
                     job,
@@ -207,10 +216,32 @@ class Scheduler:
         except LaneStopped as stop:
             await self._fail(lane, job, provider_error(stop.reason))
         except ProviderError as exc:
-            await self._fail(lane, job, provider_error(exc))
+            await self._fail(lane, job, self._provider_failure(lane, item, exc))
         if reservation is not None:
             await self.budget.settle(reservation, None)
         return None
+
+    def _provider_failure(
+        self, lane: Lane, item: WorkItem, exc: ProviderError
+    ) -> dict[str, object]:
+        """The ledger's error for ``exc``; a task the provider no longer knows (404) that
+        was submitted longer ago than the provider keeps tasks is ``expired``."""
+        retention = lane.adapter.spec.retention_s
+        if (
+            exc.http_status == 404
+            and item.remote_id is not None
+            and item.since is not None
+            and retention is not None
+            and self.clock.wall() - item.since > retention
+        ):
+            days = retention / 86400
+            return error_dict(
+                ErrorCode.EXPIRED,
+                f"the provider no longer has this task: it was submitted more than "
+                f"{days:g} days ago, past the provider's retention of its tasks and images",
+                404,
+            )
+        return provider_error(exc)
 
     async def _start(
         self, lane: Lane, item: WorkItem, *, submit_by: float
@@ -247,11 +278,9 @@ class Scheduler:
                 self.stop_submitting(str(exc))
                 return None
             try:
-                status = await self._reconcile(lane, job) if item.unknown else None
-                if status is None:
-                    status = await self._submit(
-                        lane, job, possible_duplicate=item.unknown, submit_by=submit_by
-                    )
+                status = await self.submitter.start(
+                    lane, job, unknown=item.unknown, since=item.since, submit_by=submit_by
+                )
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await self.budget.settle(reservation, None)
@@ -266,57 +295,6 @@ class Scheduler:
         finally:
             if probe is not None:
                 probe.release()
-
-    async def _submit(
-        self, lane: Lane, job: Job, *, possible_duplicate: bool, submit_by: float
-    ) -> TaskStatus | None:
-        """Intent, submit, record: the write-ahead protocol of ``pipeline.store``.
-
-        A submit whose reply was lost is reconciled (where the provider lists running
-        tasks) and otherwise sent again, flagged ``possible_duplicate`` with its estimated
-        cost counted as spent. Returns None when the job is left for a later run, or
-        when this process lost its lease on the job (another one works it now).
-        """
-        for _ in range(MAX_UNKNOWN_OUTCOMES + 1):
-            if possible_duplicate:
-                estimate = lane.adapter.spec.estimate(job.params, lane.settings.usd_per_credit)
-                await self.state.add_flag(job.id, Flag.POSSIBLE_DUPLICATE)
-                await self.state.add_duplicate_cost(
-                    job.id, estimate.usd or 0.0, estimate.credits or 0.0
-                )
-                try:
-                    await self.budget.charge_unknown(estimate, lane.name)
-                except BudgetExhausted as exc:
-                    self.stop_submitting(str(exc))
-                    return None
-            if not await self.state.mark_intent(job.id):
-                return None  # the lease was taken over: the job is someone else's now
-            try:
-                status = await lane.submit(job, deadline=submit_by)
-            except OutcomeUnknown as exc:
-                await self.state.note_error(job.id, provider_error(exc))
-                await self.clock.sleep(RECONCILE_DELAY_S)
-                found = await self._reconcile(lane, job)
-                if found is not None:
-                    return found
-                possible_duplicate = True
-                continue
-            await self.state.mark_submitted(job.id, status.remote_id, utcnow(), status.usage)
-            self.claimed.add(status.remote_id)
-            self._changed()
-            return status
-        return None
-
-    async def _reconcile(self, lane: Lane, job: Job) -> TaskStatus | None:
-        """Adopt the task an unrecorded submit created, if the provider can tell us."""
-        found = await lane.find_submitted(job, self.claimed)
-        if found is None:
-            return None
-        self.claimed.add(found.remote_id)
-        await self.state.mark_submitted(job.id, found.remote_id, utcnow(), found.usage)
-        await self.state.add_flag(job.id, Flag.RECONCILED)
-        self._changed()
-        return found
 
     async def _fail(
         self, lane: Lane, job: Job, error: dict[str, object], usage: dict[str, object] | None = None

@@ -88,6 +88,7 @@ class Fetcher:
                         f"HTTP {resp.status} for image",
                         url=url,
                         retryable=resp.status in (408, 429) or resp.status >= 500,
+                        stale=resp.status in (403, 404, 410),
                     )
                 declared = resp.content_length
                 if declared is not None and declared > self._max_bytes:

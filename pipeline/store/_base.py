@@ -157,9 +157,10 @@ class RunStore(Protocol):
 
     async def records(self) -> list[JobRecord]: ...
 
-    async def mark_intent(self, job_id: str) -> bool:
-        """Committed before the submit request is sent (counts an attempt). False: this
-        process no longer holds the job's lease (another took it over): do not submit."""
+    async def mark_intent(self, job_id: str, at: str | None = None) -> bool:
+        """Committed before the submit request is sent (counts an attempt; ``at``, the
+        time, stands as ``submitted_at`` until the reply says). False: this process no
+        longer holds the job's lease (another took it over): do not submit."""
         ...
 
     async def mark_submitted(
@@ -201,8 +202,11 @@ class RunStore(Protocol):
         """Add ``flag`` to the job's flags (once)."""
         ...
 
-    async def add_duplicate_cost(self, job_id: str, usd: float, credits: float) -> None:
-        """Count the estimated cost of a submit that may have been charged twice."""
+    async def add_duplicate_cost(
+        self, job_id: str, usd: float, credits: float, tasks: Sequence[str] = ()
+    ) -> None:
+        """Count the estimated cost of a submit that may have been charged twice (and name
+        the provider's ``tasks`` that could be the first one)."""
         ...
 
     async def add_counters(self, provider: str, requests: int, rate_limited: int) -> None:

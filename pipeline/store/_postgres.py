@@ -267,13 +267,14 @@ class PostgresStore:
         result: list[JobRecord] = await self._run(read)
         return result
 
-    async def mark_intent(self, job_id: str) -> bool:
+    async def mark_intent(self, job_id: str, at: str | None = None) -> bool:
         # Fenced by the lease: a process whose lease was taken over writes nothing.
         fence = "" if self.fleet.worker_id is None else " AND worker_id = %(me)s"
         changed = await self._write(
             f"UPDATE pipeline_jobs SET status = '{JobStatus.INTENT}', attempts = attempts + 1, "
-            f"error = NULL, remote_id = NULL WHERE batch_id = %(b)s AND id = %(id)s{fence}",
-            {"id": job_id, "me": self.fleet.worker_id},
+            "error = NULL, remote_id = NULL, submitted_at = COALESCE(%(at)s, submitted_at) "
+            f"WHERE batch_id = %(b)s AND id = %(id)s{fence}",
+            {"id": job_id, "me": self.fleet.worker_id, "at": at},
         )
         return changed == 1
 
@@ -349,13 +350,22 @@ class PostgresStore:
     async def add_flag(self, job_id: str, flag: str) -> None:
         await self._write(_ADD_FLAG, {"id": job_id, "flag": flag})
 
-    async def add_duplicate_cost(self, job_id: str, usd: float, credits: float) -> None:
+    async def add_duplicate_cost(
+        self, job_id: str, usd: float, credits: float, tasks: Sequence[str] = ()
+    ) -> None:
+        # The tasks that could be the first submit's are named once each.
+        named = (
+            "(SELECT COALESCE(jsonb_agg(DISTINCT t), '[]'::jsonb) FROM jsonb_array_elements_text("
+            "COALESCE(duplicate_cost::jsonb -> 'tasks', '[]'::jsonb) || %(t)s::jsonb) AS t)"
+        )
         await self._write(
-            "UPDATE pipeline_jobs SET duplicate_cost = json_build_object("
+            "UPDATE pipeline_jobs SET duplicate_cost = (jsonb_build_object("
             "'usd', COALESCE((duplicate_cost::json->>'usd')::float8, 0) + %(usd)s, "
             "'credits', COALESCE((duplicate_cost::json->>'credits')::float8, 0) + %(cr)s"
-            ")::text WHERE batch_id = %(b)s AND id = %(id)s",
-            {"id": job_id, "usd": usd, "cr": credits},
+            f") || CASE WHEN {named} = '[]'::jsonb THEN '{{}}'::jsonb "
+            f"ELSE jsonb_build_object('tasks', {named}) END)::text "
+            "WHERE batch_id = %(b)s AND id = %(id)s",
+            {"id": job_id, "usd": usd, "cr": credits, "t": json.dumps(list(tasks))},
         )
 
 

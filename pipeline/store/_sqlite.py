@@ -296,12 +296,13 @@ class SqliteStore:
         """A sqlite state is worked by one process (it holds the lock): no fleet."""
         return None
 
-    async def mark_intent(self, job_id: str) -> bool:
+    async def mark_intent(self, job_id: str, at: str | None = None) -> bool:
         sql = (
             f"UPDATE jobs SET status = '{JobStatus.INTENT}', attempts = attempts + 1, "
-            "error = NULL, remote_id = NULL WHERE id = ?"
+            "error = NULL, remote_id = NULL, submitted_at = COALESCE(?, submitted_at) "
+            "WHERE id = ?"
         )
-        await self._commit(lambda c: c.execute(sql, (job_id,)), durable=True)
+        await self._commit(lambda c: c.execute(sql, (at, job_id)), durable=True)
         return True
 
     async def mark_submitted(
@@ -359,12 +360,21 @@ class SqliteStore:
     async def add_flag(self, job_id: str, flag: str) -> None:
         await self._write(_ADD_FLAG, (flag, job_id, flag))
 
-    async def add_duplicate_cost(self, job_id: str, usd: float, credits: float) -> None:
+    async def add_duplicate_cost(
+        self, job_id: str, usd: float, credits: float, tasks: Sequence[str] = ()
+    ) -> None:
         def _add(c: sqlite3.Connection) -> None:
             # Runs inside the batch's transaction: the read and the update are atomic.
             row = c.execute("SELECT duplicate_cost FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            old = json.loads(row[0]) if row and row[0] else {"usd": 0.0, "credits": 0.0}
-            new = {"usd": old["usd"] + usd, "credits": old["credits"] + credits}
+            old: dict[str, Any] = json.loads(row[0]) if row and row[0] else {}
+            new: dict[str, Any] = {
+                "usd": old.get("usd", 0.0) + usd,
+                "credits": old.get("credits", 0.0) + credits,
+            }
+            known: list[str] = old.get("tasks", [])
+            named = [*known, *(t for t in tasks if t not in known)]
+            if named:
+                new["tasks"] = named
             c.execute("UPDATE jobs SET duplicate_cost = ? WHERE id = ?", (json.dumps(new), job_id))
 
         await self._commit(_add)

@@ -34,9 +34,11 @@ def _manifest(
     prompts: int, *, rps: float = 50, concurrent: int = 3, providers: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     limits = {"requests_per_second": rps, "max_concurrent": concurrent}
+    # The emulator's account has no tier: say so (else Bronze's 2 images/min is assumed).
+    wavespeed = {**limits, "images_per_minute": 100_000}
     return {
         "name": "fleet",
-        "providers": {"wavespeed": limits, "skills_video": {**limits, "usd_per_credit": 0.001}},
+        "providers": {"wavespeed": wavespeed, "skills_video": {**limits, "usd_per_credit": 0.001}},
         "sweep": {"provider": list(providers or ("wavespeed", "skills_video"))},
         "prompts": [f"fleet prompt {i}" for i in range(prompts)],
     }
