@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import memory, overhead, polling, rate, scale
+from benchmarks import durability, fleet, memory, overhead, polling, rate, scale, streaming
 from benchmarks.procs import REPO, cores
 from benchmarks.results import Figure, environment, render_table, write_results
 
@@ -36,6 +36,15 @@ def _suite(quick: bool, out: Path) -> dict[int, tuple[str, Callable[[], list[Fig
         4: ("polling efficiency (figure 4)", lambda: polling.measure(20_000 // q, 100, log)),
         5: ("scale (figure 5)", lambda: scale.measure(100_000 // q, log)),
         6: ("memory under load (figure 6)", lambda: memory.measure(5000 // q, log)),
+        7: ("a fleet on one PostgreSQL state (figure 7)", lambda: fleet.measure(15.0 / q, log)),
+        8: (
+            "what the durable intent costs (figure 8)",
+            lambda: durability.measure(10_000 // q, 2000 // q, log),
+        ),
+        9: (
+            "streamed tasks against polled ones (figure 9)",
+            lambda: streaming.measure(200 // q, log),
+        ),
     }
 
 

@@ -74,7 +74,7 @@ async def submit_sse(request: web.Request) -> web.StreamResponse:
             await anyio.sleep_forever()  # a stuck task: hold the stream until shutdown
         else:
             await state.sleep(max(0.0, wake - now))
-    state.counters[PROVIDER].record_shown(task.id, terminal=True)
+    state.counters[PROVIDER].record_shown(task, state.clock(), terminal=True)
     await stream.write_eof()
     return stream
 

@@ -195,7 +195,7 @@ async def get_generation(request: web.Request) -> web.StreamResponse:
     task = state.store.get(request.match_info["id"], PROVIDER)
     if task is None or (phase := task.phase(state.clock())) is Phase.DELETED:
         return state.error(PROVIDER, 404, "Generation not found")
-    state.counters[PROVIDER].record_shown(task.id, phase.terminal)
+    state.counters[PROVIDER].record_shown(task, state.clock(), phase.terminal)
     body = generation(state, task, phase, str(request.url.origin()))
     return adm.finish(state, request, PROVIDER, json_reply(body))
 

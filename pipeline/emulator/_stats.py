@@ -6,9 +6,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.emulator._config import PROVIDERS
+
+if TYPE_CHECKING:
+    from pipeline.emulator._tasks import Task
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,9 @@ class ProviderStats:
     ``peak_open_tasks`` its high-water mark: what a client's concurrency limit bounds,
     even at zero latency. ``charged`` is what the created tasks cost: USD for WaveSpeed,
     credits for skills.video (charged at submit, whatever the task's outcome).
+    ``noticed`` counts tasks shown terminal, ``notice_lag_s`` the sum over them of how
+    long after the task ended the client was first shown it (a poller's detection lag;
+    a stream's is nil).
     """
 
     requests: int = 0
@@ -43,6 +49,8 @@ class ProviderStats:
     open_tasks: int = 0
     peak_open_tasks: int = 0
     charged: float = 0.0
+    noticed: int = 0
+    notice_lag_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +102,8 @@ class Counters:
     duplicate_submits: int = 0
     peak_open_tasks: int = 0
     charged: float = 0.0
+    noticed: int = 0
+    notice_lag_s: float = 0.0
     open_ids: set[str] = field(default_factory=set, repr=False)
     seen_inputs: set[bytes] = field(default_factory=set, repr=False)
 
@@ -112,10 +122,13 @@ class Counters:
         else:
             self.seen_inputs.add(key)
 
-    def record_shown(self, task_id: str, terminal: bool) -> None:
-        """A reply showed the client this task; once terminal, it is no longer open."""
-        if terminal:
-            self.open_ids.discard(task_id)
+    def record_shown(self, task: Task, now: float, terminal: bool) -> None:
+        """A reply showed the client this task at ``now``; once terminal, it is no longer
+        open (and the first such reply's delay after the task's end is counted)."""
+        if terminal and task.id in self.open_ids:
+            self.open_ids.discard(task.id)
+            self.noticed += 1
+            self.notice_lag_s += max(0.0, now - task.ends)
 
     def record_status(self, status: int) -> None:
         """Count a reply by its HTTP status."""
@@ -141,4 +154,6 @@ class Counters:
             open_tasks=len(self.open_ids),
             peak_open_tasks=self.peak_open_tasks,
             charged=round(self.charged, 6),
+            noticed=self.noticed,
+            notice_lag_s=self.notice_lag_s,
         )

@@ -122,7 +122,7 @@ async def _wait_sync(state: EmulatorState, task: Task, origin: str) -> dict[str,
     until = min(task.ends, now + state.config.sync_timeout_s)
     await state.sleep(max(0.0, until - now))
     phase = task.phase(state.clock())
-    state.counters[PROVIDER].record_shown(task.id, phase.terminal)
+    state.counters[PROVIDER].record_shown(task, state.clock(), phase.terminal)
     data = prediction(state, task, phase, origin)
     if not phase.terminal:
         data["status"] = "processing"
@@ -152,7 +152,7 @@ async def get_result(request: web.Request) -> web.StreamResponse:
     if task is None or now >= task.purged:
         return state.error(PROVIDER, 404, "Prediction not found")
     phase = task.phase(now)
-    state.counters[PROVIDER].record_shown(task.id, phase.terminal)
+    state.counters[PROVIDER].record_shown(task, state.clock(), phase.terminal)
     data = prediction(state, task, phase, _origin(request))
     return adm.finish(state, request, PROVIDER, json_reply(envelope(data)))
 

@@ -121,7 +121,7 @@ async def list_predictions(request: web.Request) -> web.StreamResponse:
     origin = str(request.url.origin())
     items = []
     for task, phase in matched[start : start + query.page_size]:
-        state.counters[PROVIDER].record_shown(task.id, phase.terminal)
+        state.counters[PROVIDER].record_shown(task, state.clock(), phase.terminal)
         items.append(prediction(state, task, phase, origin))
     data = {"page": query.page, "total": len(matched), "items": items}
     return adm.finish(state, request, PROVIDER, json_reply(envelope(data)))

@@ -33,104 +33,82 @@ the job timeout, and the caller bounds ``wait`` by the job deadline.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import NamedTuple, TypeVar
 
 import anyio
 
 from pipeline.clock import Clock
+from pipeline.engine._lane_parts import (
+    LaneFigures,
+    LaneStats,
+    LaneStopped,
+    Limiter,
+    LocalSlots,
+    SharedSlots,
+    _Counters,
+)
+from pipeline.engine._lane_reads import (
+    CANCEL_WITHIN_S,
+    LAST_LOOK_S,
+    MAX_POLL_FAILURES,
+    POLL_RETRY_MIN_S,
+    TaskReads,
+)
 from pipeline.engine._limits import RateLimiter
 from pipeline.engine._polling import PollSchedule
 from pipeline.engine._retry import attempt_then_retry
 from pipeline.errors import (
     AuthError,
     InsufficientCredits,
+    OutcomeUnknown,
     ProviderError,
     RateLimited,
 )
 from pipeline.jobs import Job, ProviderSettings
-from pipeline.providers.base import ProviderAdapter, TaskState, TaskStatus
-from pipeline.providers.specs import Cost
+from pipeline.providers.base import ProviderAdapter, TaskStatus
+
+__all__ = [
+    "CANCEL_WITHIN_S",
+    "LAST_LOOK_S",
+    "MAX_PAUSE_S",
+    "MAX_POLL_FAILURES",
+    "POLL_RETRY_MIN_S",
+    "Lane",
+    "LaneStats",
+    "LaneStopped",
+    "Limiter",
+    "LocalSlots",
+    "SharedSlots",
+    "Started",
+]
 
 SUBMIT_ATTEMPTS = 5
 MAX_SUBMIT_REFUSALS = 50
 DEFAULT_RETRY_AFTER_S = 1.0
 # A hostile or confused Retry-After (an hour, a date next year) must not stall a run.
 MAX_PAUSE_S = 60.0
-# A final error on a poll (404 right after a submit, a proxy's 400) may be transient too.
-MAX_POLL_FAILURES = 3
-POLL_RETRY_MIN_S = 0.5
-# The last poll before a job deadline goes this long before it (or 10% of the time allowed).
-LAST_LOOK_S = 5.0
 GROW_AFTER_COMPLETIONS = 10
 
-
-class LocalSlots:
-    """Alone, the lane's own limit is the provider's: nothing more to hold."""
-
-    @asynccontextmanager
-    async def hold(self, job_id: str) -> AsyncIterator[None]:
-        yield
+T = TypeVar("T")
 
 
-CANCEL_WITHIN_S = 10.0
+class Started(NamedTuple):
+    """A task created: its first status (it names the task) and, for a streamed submit,
+    the stream's further statuses (``Lane.wait(..., frames=)`` reads and closes them)."""
+
+    status: TaskStatus
+    frames: AsyncGenerator[TaskStatus, None] | None = None
+
+    async def aclose(self) -> None:
+        """Close the stream, if any (also while cancelled: it holds a connection)."""
+        if self.frames is not None:
+            with anyio.CancelScope(shield=True):
+                await self.frames.aclose()
 
 
-@dataclass(frozen=True, slots=True)
-class LaneStats:
-    """A snapshot of one lane's live figures (progress displays, the ledger's counters)."""
-
-    queued: int = 0
-    in_flight: int = 0
-    completed: int = 0
-    failed: int = 0
-    images: int = 0
-    usd: float = 0.0
-    credits: float = 0.0
-    requests: int = 0
-    rate_limited: int = 0
-
-
-@dataclass(slots=True)
-class _Counters:
-    queued: int = 0
-    in_flight: int = 0
-    completed: int = 0
-    failed: int = 0
-    images: int = 0
-    usd: float = 0.0
-    credits: float = 0.0
-    requests: int = 0
-    rate_limited: int = 0
-
-
-class LaneStopped(Exception):
-    """The lane stopped (``reason`` is the ProviderError that stopped it)."""
-
-    def __init__(self, reason: ProviderError) -> None:
-        self.reason = reason
-        super().__init__(str(reason))
-
-
-class Limiter(Protocol):
-    """Spaces a lane's requests: ``RateLimiter`` alone, ``FleetLimiter`` in a fleet."""
-
-    async def acquire(self, weight: int = 1) -> None: ...
-
-    def pause(self, seconds: float) -> None: ...
-
-    def record_success(self) -> None: ...
-
-
-class SharedSlots(Protocol):
-    """Tasks in flight beyond this process: nothing alone, the fleet's count in a fleet."""
-
-    def hold(self, job_id: str) -> AbstractAsyncContextManager[None]: ...
-
-
-class Lane:
+class Lane(TaskReads, LaneFigures):
     """Submit and poll jobs of one provider within its limits.
 
     ``limiter`` (default: a ``RateLimiter`` at the configured rate) spaces every request;
@@ -159,6 +137,7 @@ class Lane:
         self.schedule = schedule or PollSchedule()
         self._counters = _Counters()
         self.stopped: ProviderError | None = None
+        self.streams_dropped = 0  # streamed tasks polled for the rest
         # Tasks in flight at the provider; shrinks when a submit is refused, regrows.
         self.slots = anyio.CapacityLimiter(max(1, settings.max_concurrent))
         self._calm = 0
@@ -174,51 +153,13 @@ class Lane:
     def __repr__(self) -> str:
         return f"Lane({self.name!r}, {self.limiter!r}, stopped={self.stopped is not None})"
 
-    # -- figures -------------------------------------------------------------------------
-
-    def stats(self) -> LaneStats:
-        """The lane's figures now."""
-        c = self._counters
-        return LaneStats(
-            c.queued,
-            c.in_flight,
-            c.completed,
-            c.failed,
-            c.images,
-            c.usd,
-            c.credits,
-            c.requests,
-            c.rate_limited,
-        )
-
-    def enqueue(self, jobs: int) -> None:
-        """``jobs`` more wait for this lane."""
-        self._counters.queued += jobs
-
-    @contextmanager
-    def working(self) -> Iterator[None]:
-        """One queued job is being worked on (from its submit to its terminal state)."""
-        c = self._counters
-        c.queued -= 1
-        c.in_flight += 1
-        try:
-            yield
-        finally:
-            c.in_flight -= 1
-
-    def record(self, *, completed: bool, images: int = 0, cost: Cost | None = None) -> None:
-        """A job of this lane ended (``cost``: what its task cost, if it was paid)."""
-        c = self._counters
-        if completed:
-            c.completed += 1
-            c.images += images
-        else:
-            c.failed += 1
-        if cost is not None:
-            c.usd += cost.usd or 0.0
-            c.credits += cost.credits or 0.0
-
     # -- one request ---------------------------------------------------------------------
+
+    @property
+    def streams(self) -> bool:
+        """Whether this lane follows its tasks on the provider's stream (asked for, and
+        offered)."""
+        return self.settings.stream and self.adapter.spec.streams
 
     def refuses(self, *, submit: bool) -> ProviderError | None:
         """Why the lane would refuse a request now (None: it would not).
@@ -272,10 +213,29 @@ class Lane:
         ``OutcomeUnknown`` when a request was sent and no reply came back, ``LaneStopped``
         when the lane stopped, or the final ``ProviderError``.
         """
+        return await self._submit_with(job, deadline, lambda: self.adapter.submit(job))
+
+    async def submit_streamed(self, job: Job, *, deadline: float | None = None) -> Started:
+        """``submit`` over the provider's streaming variant (``spec.streams``): the same
+        retries, refusals and errors until the first frame names the task."""
+        return await self._submit_with(job, deadline, lambda: self._open_stream(job))
+
+    async def _open_stream(self, job: Job) -> Started:
+        frames = self.adapter.stream(job)
+        try:
+            first = await anext(frames)
+        except StopAsyncIteration:
+            message = "the stream ended before naming the task; a task may exist"
+            raise OutcomeUnknown(message, provider=self.name) from None
+        return Started(first, frames)
+
+    async def _submit_with(
+        self, job: Job, deadline: float | None, send: Callable[[], Awaitable[T]]
+    ) -> T:
         refusals = 0
         while True:
             try:
-                return await self._submit_once(job, deadline)
+                return await self._submit_once(job, deadline, send)
             except RateLimited:
                 refusals += 1
                 self._calm = 0
@@ -297,14 +257,16 @@ class Lane:
             self._calm = 0
             self.slots.total_tokens = self.slots.total_tokens + 1
 
-    async def _submit_once(self, job: Job, deadline: float | None) -> TaskStatus:
+    async def _submit_once(
+        self, job: Job, deadline: float | None, send: Callable[[], Awaitable[T]]
+    ) -> T:
         def remaining() -> float | None:
             # stamina's timeout counts from when its retries start, on the monotonic
             # clock; our clock only says how much is left.
             return None if deadline is None else max(1e-3, deadline - self.clock.now())
 
         return await attempt_then_retry(
-            lambda: self._send_submit(job),
+            lambda: self._send_submit(job, send),
             on=self._retry_wait,
             attempts=SUBMIT_ATTEMPTS,
             time_left=remaining,
@@ -313,7 +275,7 @@ class Lane:
             what=f"{self.name} submit of {job.id}",
         )
 
-    async def _send_submit(self, job: Job) -> TaskStatus:
+    async def _send_submit(self, job: Job, send: Callable[[], Awaitable[T]]) -> T:
         while self._held:  # a lost reply is being attributed: keep its window clean
             await self._resumed.wait()
         await self._request_slot(submit=True)
@@ -321,7 +283,7 @@ class Lane:
             await self.images.acquire(job.params.n)
         self._submitting += 1
         try:
-            status = await self.adapter.submit(job)
+            answer = await send()
         except ProviderError as exc:
             exc.job_id = job.id
             self._on_error(exc)
@@ -334,7 +296,7 @@ class Lane:
                 self._answered.set()
                 self._answered = anyio.Event()
         self.limiter.record_success()
-        return status
+        return answer
 
     @asynccontextmanager
     async def holding(self) -> AsyncIterator[None]:
@@ -351,127 +313,3 @@ class Lane:
             if not self._held:
                 self._resumed.set()
                 self._resumed = anyio.Event()
-
-    # -- poll ----------------------------------------------------------------------------
-
-    async def wait(
-        self,
-        job: Job,
-        status: TaskStatus,
-        submitted_at: float,
-        deadline: float | None = None,
-    ) -> TaskStatus:
-        """Poll until the task is terminal and return its final status.
-
-        ``submitted_at`` is the clock time of the submit (for a reattached task, of this
-        run's first look). The caller bounds this with the job ``deadline`` (clock time);
-        given here too, it gets one last look just before it rather than a poll scheduled
-        after it. Poll errors are retried on the poll schedule without growing the
-        interval; a final one (unknown id...) is raised only after ``MAX_POLL_FAILURES``
-        in a row, a rejected key at once (``LaneStopped``).
-        """
-        delay = self.schedule.first_delay()
-        next_at = submitted_at + delay
-        last_running = submitted_at
-        final_errors = 0
-        last_look = None
-        if deadline is not None:
-            last_look = deadline - min(LAST_LOOK_S, 0.1 * (deadline - submitted_at))
-        while not status.state.terminal:
-            if last_look is not None and next_at > last_look:
-                next_at = max(self.clock.now(), last_look)
-                last_look = None  # once: after it, the deadline decides
-            await self.clock.sleep(next_at - self.clock.now())
-            await self._request_slot()
-            try:
-                polled = await self.adapter.poll(status.remote_id)
-            except ProviderError as exc:
-                exc.job_id = job.id
-                self._on_error(exc)
-                if isinstance(exc, AuthError):
-                    raise LaneStopped(exc) from exc
-                if not exc.retryable:
-                    final_errors += 1
-                    if final_errors >= MAX_POLL_FAILURES:
-                        raise
-                # Nothing was learned: look again after the same interval, not a longer one
-                # (but not in a tight loop against a provider that is failing).
-                next_at = self.clock.now() + max(delay, POLL_RETRY_MIN_S)
-                continue
-            final_errors = 0
-            self.limiter.record_success()
-            if polled.state is TaskState.COMPLETED:
-                # It finished somewhere between the last two looks: learn the midpoint.
-                seen = self.clock.now()
-                self.schedule.observe((last_running + seen) / 2 - submitted_at)
-            status = polled
-            last_running = self.clock.now()
-            now = self.clock.now()
-            delay = self.schedule.next_delay(now - submitted_at, delay)
-            next_at = now + delay
-        return status
-
-    async def list_recent(
-        self, job: Job, *, since: float, exclude: set[str]
-    ) -> list[TaskStatus] | None:
-        """The provider's tasks created since ``since`` (epoch seconds) that could be
-        ``job``'s and are not in ``exclude``; None when the listing did not answer."""
-        if self.refuses(submit=False) is not None:
-            return None
-        await self._request_slot()
-        try:
-            tasks = await self.adapter.recent(since=since)
-        except ProviderError as exc:
-            self._on_error(exc)
-            return None
-        if tasks is None:
-            return None
-        return [
-            TaskStatus(remote_id=t.remote_id, state=t.state, images=t.images, usage=t.usage)
-            for t in tasks
-            if t.remote_id not in exclude
-            and (t.created_at is None or t.created_at >= since)
-            and self.adapter.matches(t, job)
-        ]
-
-    async def refresh(self, job: Job, remote_id: str) -> TaskStatus:
-        """One more poll of a finished task (fresh image URLs). Raises ``ProviderError``
-        (``LaneStopped`` when the lane refuses every request)."""
-        await self._request_slot()
-        try:
-            status = await self.adapter.poll(remote_id)
-        except ProviderError as exc:
-            exc.job_id = job.id
-            self._on_error(exc)
-            raise
-        self.limiter.record_success()
-        return status
-
-    async def find_submitted(self, job: Job, exclude: set[str]) -> TaskStatus | None:
-        """Look for a task the provider created for ``job`` although its submit reply was
-        lost (where the API lists unfinished tasks). ``exclude``: remote ids that belong
-        to other jobs."""
-        if not self.adapter.spec.lists_unfinished or self.refuses(submit=False) is not None:
-            return None
-        await self._request_slot()
-        try:
-            tasks = await self.adapter.running(100)
-        except ProviderError as exc:
-            self._on_error(exc)
-            return None
-        for task in tasks or ():
-            if task.remote_id not in exclude and self.adapter.matches(task, job):
-                return TaskStatus(remote_id=task.remote_id, state=task.state, usage=task.usage)
-        return None
-
-    async def cancel(self, remote_id: str) -> None:
-        """Best effort: delete a task the run gave up on, where the API allows it (within
-        ``CANCEL_WITHIN_S``)."""
-        if not self.adapter.spec.cancels or self.refuses(submit=False) is not None:
-            return
-        with self.clock.move_on_at(self.clock.now() + CANCEL_WITHIN_S):
-            try:
-                await self._request_slot()
-                await self.adapter.cancel(remote_id)
-            except (ProviderError, LaneStopped):
-                pass

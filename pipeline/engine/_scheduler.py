@@ -34,7 +34,7 @@ from pipeline.clock import Clock, utcnow
 from pipeline.engine._budget import Reservation, Spending
 from pipeline.engine._download import DOWNLOAD_WINDOW_MIN_S, DownloadStage, Finished
 from pipeline.engine._feed import ListFeed, WorkFeed
-from pipeline.engine._lane import Lane, LaneStopped
+from pipeline.engine._lane import Lane, LaneStopped, Started
 from pipeline.engine._outcome import error_dict, provider_error
 from pipeline.engine._resume import WorkItem
 from pipeline.engine._submit import Submitter
@@ -173,6 +173,7 @@ class Scheduler:
         try:
             for flag in item.flags:
                 await self.state.add_flag(job.id, flag)
+            frames = None
             if item.remote_id is not None:
                 status = TaskStatus(remote_id=item.remote_id, state=TaskState.QUEUED)
                 deadline = max(timeout, REATTACH_MIN_DEADLINE_S)
@@ -181,13 +182,13 @@ class Scheduler:
                 started_task = await self._start(lane, item, submit_by=submit_by)
                 if started_task is None:
                     return None
-                status, reservation = started_task
+                (status, frames), reservation = started_task
                 deadline = timeout
             # The task's deadline runs from its creation: a slow submit phase (retries,
             # 429 pauses) must not make us throw away a task we just paid for.
             now = self.clock.now()
             with self.clock.move_on_at(now + deadline):
-                final = await lane.wait(job, status, now, now + deadline)
+                final = await lane.wait(job, status, now, now + deadline, frames=frames)
                 if final.state is TaskState.COMPLETED:
                     window = max(timeout, DOWNLOAD_WINDOW_MIN_S)
                     cost = lane.adapter.cost(job, final)
@@ -245,7 +246,7 @@ class Scheduler:
 
     async def _start(
         self, lane: Lane, item: WorkItem, *, submit_by: float
-    ) -> tuple[TaskStatus, Reservation] | None:
+    ) -> tuple[Started, Reservation] | None:
         """Reserve the job's cost and create its task (reconciling first if an earlier
         submit's outcome is unknown). None: not started (budget, stop, unknown outcome).
         A submit that fails releases its reservation and raises (``ProviderError``,
@@ -278,20 +279,25 @@ class Scheduler:
                 self.stop_submitting(str(exc))
                 return None
             try:
-                status = await self.submitter.start(
+                started = await self.submitter.start(
                     lane, job, unknown=item.unknown, since=item.since, submit_by=submit_by
                 )
+                if started is not None and started.status.usage:
+                    # The reply reports the real charge (skills.video): reserve that.
+                    cost = lane.adapter.cost(job, started.status)
+                    try:
+                        await self.budget.adjust(reservation, cost)
+                    except BaseException:
+                        await started.aclose()
+                        raise
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await self.budget.settle(reservation, None)
                 raise
-            if status is None:
+            if started is None:
                 await self.budget.settle(reservation, None)
                 return None
-            if status.usage:
-                # The reply reports the real charge (skills.video): reserve that.
-                await self.budget.adjust(reservation, lane.adapter.cost(job, status))
-            return status, reservation
+            return started, reservation
         finally:
             if probe is not None:
                 probe.release()

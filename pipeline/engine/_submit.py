@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from pipeline.clock import Clock, utcnow
 from pipeline.engine._budget import Spending
-from pipeline.engine._lane import Lane
+from pipeline.engine._lane import Lane, Started
 from pipeline.engine._outcome import provider_error
 from pipeline.errors import BudgetExhausted, OutcomeUnknown
 from pipeline.jobs import Flag, Job
@@ -76,21 +76,22 @@ class Submitter:
 
     async def start(
         self, lane: Lane, job: Job, *, unknown: bool, since: float | None, submit_by: float
-    ) -> TaskStatus | None:
+    ) -> Started | None:
         """The job's task: an earlier submit's (``unknown``: its outcome was never
-        recorded, ``since`` when it was sent), or a new one. None: left for later (a
-        budget stop, unknown outcomes again and again, or the lease is another's now)."""
+        recorded, ``since`` when it was sent), or a new one (streamed where the lane
+        streams). None: left for later (a budget stop, unknown outcomes again and again,
+        or the lease is another's now). The caller closes ``Started.frames``."""
         duplicate: tuple[str, ...] | None = None
         if unknown:
             found = await self.reconcile(lane, job, since)
             if found.status is not None:
-                return found.status
+                return Started(found.status)
             duplicate = None if found.proof_of_none else found.candidates
         return await self._submit(lane, job, duplicate=duplicate, submit_by=submit_by)
 
     async def _submit(
         self, lane: Lane, job: Job, *, duplicate: tuple[str, ...] | None, submit_by: float
-    ) -> TaskStatus | None:
+    ) -> Started | None:
         """Intent, submit, record; ``duplicate``: the job may have a task already (the ids
         that could be it), so sending it again may charge twice."""
         for _ in range(MAX_UNKNOWN_OUTCOMES + 1):
@@ -100,16 +101,23 @@ class Submitter:
                 return None  # the lease was taken over: the job is someone else's now
             sent = self.clock.wall()
             try:
-                status = await lane.submit(job, deadline=submit_by)
+                if lane.streams:
+                    started = await lane.submit_streamed(job, deadline=submit_by)
+                else:
+                    started = Started(await lane.submit(job, deadline=submit_by))
             except OutcomeUnknown as exc:
                 await self.state.note_error(job.id, provider_error(exc))
                 found = await self.reconcile(lane, job, sent)
                 if found.status is not None:
-                    return found.status
+                    return Started(found.status)
                 duplicate = None if found.proof_of_none else found.candidates
                 continue
-            await self.record(job, status)
-            return status
+            try:
+                await self.record(job, started.status)
+            except BaseException:
+                await started.aclose()
+                raise
+            return started
         return None
 
     async def record(self, job: Job, status: TaskStatus) -> None:
