@@ -44,12 +44,14 @@ if TYPE_CHECKING:
         RunResult,
         arun,
         emulated,
+        export,
         plan,
         report,
         run,
         status,
     )
     from pipeline.emulator import EmulatorConfig, FaultProfile
+    from pipeline.ledger import ExportResult
     from pipeline.manifest import Plan, PlanRow, load_manifest
 
 _LAZY = {
@@ -57,12 +59,14 @@ _LAZY = {
     "RunResult": "pipeline._library",
     "arun": "pipeline._library",
     "emulated": "pipeline._library",
+    "export": "pipeline._library",
     "plan": "pipeline._library",
     "report": "pipeline._library",
     "run": "pipeline._library",
     "status": "pipeline._library",
     "EmulatorConfig": "pipeline.emulator",
     "FaultProfile": "pipeline.emulator",
+    "ExportResult": "pipeline.ledger",
     "load_manifest": "pipeline.manifest",
     "Plan": "pipeline.manifest",
     "PlanRow": "pipeline.manifest",
@@ -91,6 +95,7 @@ __all__ = [
     "DownloadError",
     "EmulatorConfig",
     "ErrorCode",
+    "ExportResult",
     "FaultProfile",
     "Flag",
     "InsufficientCredits",
@@ -112,6 +117,7 @@ __all__ = [
     "UsageError",
     "arun",
     "emulated",
+    "export",
     "load_manifest",
     "plan",
     "report",

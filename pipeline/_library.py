@@ -1,5 +1,5 @@
 """The library's entry points: ``run`` / ``arun`` a manifest, ``plan``, ``status``,
-``report``, and ``emulated()``; what ``import pipeline`` re-exports.
+``report``, ``export``, and ``emulated()``; what ``import pipeline`` re-exports.
 
 A library call changes nothing process-wide: no signal handlers unless
 ``handle_signals=True`` (the command line passes it), no logging configuration (a run
@@ -25,6 +25,7 @@ from pipeline.manifest import Plan, load_manifest, make_plan
 if TYPE_CHECKING:
     from pipeline.clock import Clock
     from pipeline.engine import RunOptions, RunReport
+    from pipeline.ledger import ExportResult
 
 Manifest = str | os.PathLike[str] | Mapping[str, object]
 
@@ -151,6 +152,34 @@ def report(
     if state is not None or os.environ.get(STATE_ENV):
         ledger = _ledger_from_state(state, output)
     return write_report(output, rows=rows, cols=cols, ledger=ledger)
+
+
+def export(
+    out: str | os.PathLike[str],
+    format: str,
+    to: str | os.PathLike[str],
+    *,
+    state: str | None = None,
+    shard_samples: int = 10_000,
+    shard_bytes: int = 1_000_000_000,
+) -> ExportResult:
+    """Write the completed images of the batch at ``out`` (a folder or an object-store
+    URL) to the new or empty directory ``to``, as a ``format`` dataset: ``imagefolder``,
+    ``webdataset`` or ``parquet`` (one metadata record per image; the README gives the
+    layouts). Each image is checked against its recorded sha256 first. Blocking.
+    ``shard_samples`` / ``shard_bytes`` cap a shard (webdataset, parquet). Raises
+    ``UsageError``, having left nothing behind (no batch, nothing completed, ``to`` not
+    empty, an image missing or changed)."""
+    from pipeline.ledger import export_batch
+
+    return export_batch(
+        os.fspath(out),
+        format,
+        os.fspath(to),
+        state=state,
+        shard_samples=shard_samples,
+        shard_bytes=shard_bytes,
+    )
 
 
 def _ledger_from_state(state: str | None, output: str) -> bytes:

@@ -19,6 +19,7 @@ PUBLIC = [
     "DownloadError",
     "EmulatorConfig",
     "ErrorCode",
+    "ExportResult",
     "FaultProfile",
     "Flag",
     "InsufficientCredits",
@@ -40,6 +41,7 @@ PUBLIC = [
     "UsageError",
     "arun",
     "emulated",
+    "export",
     "load_manifest",
     "plan",
     "report",
@@ -84,3 +86,15 @@ def test_import_loads_neither_the_network_stack_nor_the_manifest_models() -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_a_run_does_not_load_the_export_formats() -> None:
+    """The engine and the ledger load without pyarrow: only an export brings it in."""
+    code = (
+        "import sys, pipeline.engine, pipeline.ledger, pipeline.cli; "
+        "print('pyarrow' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"

@@ -6,6 +6,8 @@ module, function-level imports included.
 - The engine imports no wire format, no SQL and no storage library; an adapter knows no
   scheduling or state; a store backend knows no provider; only the adapters, the outputs
   layer and the emulator speak HTTP.
+- A file-format library (pyarrow) serves the dataset export (``ledger/``) and the outputs
+  layer only: the engine, the stores and the root import none.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "pipeline"
-STORAGE_LIBS = {"sqlite3", "psycopg", "psycopg_pool", "obstore", "aiofiles", "pyarrow"}
+STORAGE_LIBS = {"sqlite3", "psycopg", "psycopg_pool", "obstore", "aiofiles"}
+FORMAT_LIBS = {"pyarrow"}
 HTTP_LIBS = {"aiohttp"}
 # Which of the house's packages each package may import (besides the root's modules).
 MAY_USE = {
@@ -68,6 +71,8 @@ def test_imports_follow_the_layers(path: Path) -> None:
         where = f"{path.name}:{line}: {name}"
         if top in STORAGE_LIBS and home not in ("store", "outputs", None):
             wrong.append(f"{where} (storage library outside store/ and outputs/)")
+        if top in FORMAT_LIBS and home not in ("ledger", "outputs"):
+            wrong.append(f"{where} (file-format library outside ledger/ and outputs/)")
         if top in HTTP_LIBS and home not in ("providers", "outputs", "emulator"):
             wrong.append(f"{where} (HTTP outside providers/, outputs/, emulator/)")
         if top != "pipeline" or not rest or rest[0] not in PACKAGES:
@@ -84,4 +89,4 @@ def test_the_root_uses_only_public_surfaces() -> None:
     """A sanity check of the checker: it sees the engine's imports."""
     names = {name for _, name in _imports(ROOT / "engine" / "_runner.py")}
     assert "pipeline.store" in names
-    assert not any(n.split(".")[0] in STORAGE_LIBS | HTTP_LIBS for n in names)
+    assert not any(n.split(".")[0] in STORAGE_LIBS | FORMAT_LIBS | HTTP_LIBS for n in names)

@@ -205,3 +205,26 @@ def test_unwritable_output_and_broken_state_are_usage_errors(
         assert proc.returncode == 2
         assert "\nerror: " in "\n" + proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_export_writes_a_dataset_and_refuses_to_mix_one(manifest: Path, tmp_path: Path) -> None:
+    """`pipeline export DIR --format webdataset --to DEST` writes every completed image
+    (exit 0, what it wrote on stdout as JSON); a second export into the same DEST, or
+    an unknown format, exits 2 with a message and no traceback."""
+    out = tmp_path / "out"
+    run = ("run", str(manifest), "--emulate", "--emulate-latency", "0", "--out", str(out))
+    assert pipeline(*run, cwd=tmp_path).returncode == 0
+    dest = tmp_path / "ds"
+    args = ("export", str(out), "--format", "webdataset", "--to", str(dest))
+    done = pipeline(*args, "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["format"], summary["images"], summary["files"]) == ("webdataset", 12, 1)
+    assert [p.name for p in dest.iterdir()] == ["shard-000000.tar"]
+    again = pipeline(*args, cwd=tmp_path)
+    assert again.returncode == 2
+    assert "not empty" in again.stderr
+    assert "Traceback" not in again.stderr
+    bad = pipeline("export", str(out), "--format", "zip", "--to", str(tmp_path / "x"), cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "invalid choice" in bad.stderr
