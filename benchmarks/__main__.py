@@ -14,7 +14,17 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import durability, fleet, memory, overhead, polling, rate, scale, streaming
+from benchmarks import (
+    durability,
+    fleet,
+    memory,
+    overhead,
+    polling,
+    rate,
+    scale,
+    sdk,
+    streaming,
+)
 from benchmarks.procs import REPO, cores
 from benchmarks.results import Figure, environment, render_table, write_results
 
@@ -44,6 +54,10 @@ def _suite(quick: bool, out: Path) -> dict[int, tuple[str, Callable[[], list[Fig
         9: (
             "streamed tasks against polled ones (figure 9)",
             lambda: streaming.measure(200 // q, log),
+        ),
+        10: (
+            "polling against the official WaveSpeed SDK (figure 10)",
+            lambda: sdk.measure(12 if quick else 48, log, large=2000 // q),
         ),
     }
 

@@ -134,7 +134,7 @@ class Lane(TaskReads, LaneFigures):
         self.limiter = limiter or RateLimiter(settings.requests_per_second, clock=clock)
         self.images = images
         self.shared = shared or LocalSlots()
-        self.schedule = schedule or PollSchedule()
+        self.schedule = schedule or PollSchedule.for_provider(adapter.spec)
         self._counters = _Counters()
         self.stopped: ProviderError | None = None
         self.streams_dropped = 0  # streamed tasks polled for the rest

@@ -79,6 +79,8 @@ class TaskReads:
             last_look = deadline - min(LAST_LOOK_S, 0.1 * (deadline - submitted_at))
         while not status.state.terminal:
             if last_look is not None and next_at > last_look:
+                # The one check that may come sooner after another than the provider's
+                # minimum: the task is paid for, and this look may save it.
                 next_at = max(self.clock.now(), last_look)
                 last_look = None  # once: after it, the deadline decides
             await self.clock.sleep(next_at - self.clock.now())
@@ -96,7 +98,7 @@ class TaskReads:
                         raise
                 # Nothing was learned: look again after the same interval, not a longer one
                 # (but not in a tight loop against a provider that is failing).
-                next_at = self.clock.now() + max(delay, POLL_RETRY_MIN_S)
+                next_at = self.clock.now() + max(delay, POLL_RETRY_MIN_S, self.schedule.floor)
                 continue
             final_errors = 0
             self.limiter.record_success()

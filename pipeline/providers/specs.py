@@ -96,9 +96,9 @@ WAVESPEED = ProviderSpec(
     default_base_url="https://api.wavespeed.ai",
     resolutions=("1k", "2k", "4k"),
     n_max=9,
-    # Bronze tier: 10 images per minute, 3 concurrent tasks.
+    # With no tier stated: the lowest tier's concurrency (Bronze, 2 on the newer page).
     default_requests_per_second=2.0,
-    default_max_concurrent=3,
+    default_max_concurrent=2,
     usd_per_image={"1k": 0.028, "2k": 0.028, "4k": 0.056},
     cancels=True,  # by deleting the prediction
     lists_recent=True,  # POST /api/v3/predictions: the last 7 days, without the input
