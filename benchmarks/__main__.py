@@ -21,6 +21,7 @@ from benchmarks import (
     overhead,
     polling,
     rate,
+    realsize,
     scale,
     sdk,
     streaming,
@@ -58,6 +59,10 @@ def _suite(quick: bool, out: Path) -> dict[int, tuple[str, Callable[[], list[Fig
         10: (
             "polling against the official WaveSpeed SDK (figure 10)",
             lambda: sdk.measure(12 if quick else 48, log, large=2000 // q),
+        ),
+        11: (
+            "real-size images, local and S3 (figure 11)",
+            lambda: realsize.measure(2000 // q, 2000 // q, log),
         ),
     }
 

@@ -4,25 +4,21 @@ The child serves both APIs on 127.0.0.1 (a free port) and prints its base URL on
 line once listening. :class:`EmulatorProcess` starts it, reads the URL, fetches
 ``/_emulator/stats`` and stops it.
 
-``noise_side`` replaces the emulator's image renderer *in this child only* with one
-incompressible PNG of random noise per size: the emulator's own pictures are flat
-colours that compress to ~250 KB even at 4k, and render in ~0.3 s each, so they can
-neither weigh 4 MB nor be served 5,000 times in a benchmark's time.
+``real_size_images`` asks the emulator for images of a real generator's weight
+(``EmulatorConfig.real_size_images``: mostly incompressible noise, about 2 MiB for a 1K
+PNG, each image its own bytes over a noise template shared by its size); the default
+pictures are flat colours of a few kilobytes.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import subprocess
 import sys
 import urllib.request
-from functools import lru_cache
 from types import TracebackType
 
 import anyio
-from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from benchmarks.procs import REPO, python_module
@@ -37,37 +33,22 @@ class EmulatorSetup(BaseModel):
     latency_s: float = 0.0
     image_scale: float = 0.125
     max_rps: float | None = None
-    noise_images: bool = False
+    real_size_images: bool = False
     seed: int = 7
 
     def config(self) -> EmulatorConfig:
         faults = FaultProfile(max_rps=self.max_rps)
         return EmulatorConfig(
-            latency_s=self.latency_s, image_scale=self.image_scale, seed=self.seed, faults=faults
+            latency_s=self.latency_s,
+            image_scale=self.image_scale,
+            real_size_images=self.real_size_images,
+            seed=self.seed,
+            faults=faults,
         )
-
-
-@lru_cache(maxsize=8)
-def _noise_png(width: int, height: int) -> bytes:
-    img = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
-    out = io.BytesIO()
-    img.save(out, format="PNG", compress_level=1)
-    return out.getvalue()
-
-
-def noise_render(task_id: str, k: int, width: int, height: int, fmt: str) -> bytes:
-    """Stand-in for ``pipeline.emulator._images.render``: a noise PNG of that size."""
-    if fmt != "png":
-        raise ValueError("noise images are PNG only")
-    return _noise_png(width, height)
 
 
 def _child_main(raw: str) -> None:
     setup = EmulatorSetup.model_validate_json(raw)
-    if setup.noise_images:
-        import pipeline.emulator._images as images
-
-        images.render = noise_render  # a benchmark fixture, see the module docstring
 
     def ready(base_url: str) -> None:
         print(base_url, flush=True)

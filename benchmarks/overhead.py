@@ -9,7 +9,7 @@ last pipeline run under py-spy gives the profile (``benchmarks/profile.py``).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,11 +38,18 @@ class Run:
 
 
 def run_side(
-    mode: Literal["floor", "pipeline"], jobs: int, out: Path, *, profile: Path | None = None
+    mode: Literal["floor", "pipeline"],
+    jobs: int,
+    out: Path | str,
+    *,
+    profile: Path | None = None,
+    setup: EmulatorSetup | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Run:
-    """One run of ``mode`` on a fresh emulator, writing into the new folder ``out``.
+    """One run of ``mode`` on a fresh emulator (``setup``: figure 1's by default), writing
+    into the new folder ``out`` (or an object-store URL, with ``env`` for the child).
     Raises ``RuntimeError`` if it failed."""
-    with EmulatorProcess(EmulatorSetup()) as emu:
+    with EmulatorProcess(setup or EmulatorSetup()) as emu:
         w = Workload(
             mode=mode,
             base_url=emu.base_url,
@@ -50,7 +57,7 @@ def run_side(
             jobs=jobs,
         )
         argv = python_module("benchmarks.worker", w.model_dump_json())
-        child = run_child(py_spy_argv(profile, argv) if profile else argv)
+        child = run_child(py_spy_argv(profile, argv) if profile else argv, env=env)
         if child.exit_code != 0:
             raise RuntimeError(f"{mode} run failed:\n{child.stderr[-3000:]}")
         # The worker's last JSON line (py-spy, when profiling, prints its own lines too).

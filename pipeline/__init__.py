@@ -34,6 +34,8 @@ from pipeline.errors import (
     ProviderTimeout,
     ProviderUnreachable,
     RateLimited,
+    StateError,
+    StorageFailed,
     UsageError,
 )
 from pipeline.jobs import Batch, Budget, Flag, Job, JobParams, JobStatus, ProviderSettings
@@ -114,6 +116,8 @@ __all__ = [
     "ProviderUnreachable",
     "RateLimited",
     "RunResult",
+    "StateError",
+    "StorageFailed",
     "UsageError",
     "arun",
     "emulated",

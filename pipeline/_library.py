@@ -139,11 +139,13 @@ def report(
     cols: str | None = None,
     state: str | None = None,
 ) -> Path:
-    """Write ``out/report.html``, the batch's contact sheet, and return its path.
+    """Write ``out/report.html``, the batch's contact sheet, and return its path (for an
+    object-store ``out``: in the batch's local home, beside a copy of its images).
     ``rows`` / ``cols``: the axes, comma-separated (``prompt``, ``provider``, a sweep axis
     or template variable). ``state`` (or ``$PIPELINE_STATE_URL``): draw it from the run
     state there (as it is now, also mid-run) instead of ``out/ledger.json``. Raises
     ``UsageError`` (no batch, an unknown axis...)."""
+    from pipeline._home import is_object_url, local_home
     from pipeline.gallery import write_report
     from pipeline.store import STATE_ENV
 
@@ -151,7 +153,17 @@ def report(
     ledger = None
     if state is not None or os.environ.get(STATE_ENV):
         ledger = _ledger_from_state(state, output)
-    return write_report(output, rows=rows, cols=cols, ledger=ledger)
+    if not is_object_url(output):
+        return write_report(output, rows=rows, cols=cols, ledger=ledger)
+    # An object store's batch: drawn in its local home, from a copy of its images.
+    from pipeline._mirror import mirror_images, read_ledger
+    from pipeline.outputs import open_output
+
+    store = open_output(output)
+    ledger = ledger if ledger is not None else read_ledger(store)
+    home = local_home(output)
+    mirror_images(store, home, ledger)
+    return write_report(home, rows=rows, cols=cols, ledger=ledger)
 
 
 def export(

@@ -75,6 +75,14 @@ def get_logger() -> logging.Logger:
     return _current.get() or logging.getLogger(LOGGER_NAME)
 
 
+class _RunLog(logging.FileHandler):
+    """run.log: a record it cannot write (a full disk) is dropped, without the traceback
+    logging would print; the run itself reports what failed."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        return None
+
+
 @contextmanager
 def run_logging(
     directory: Path, secrets: Iterable[str], *, stderr: bool = False
@@ -84,7 +92,7 @@ def run_logging(
     logger = logging.Logger(f"{LOGGER_NAME}.run", logging.DEBUG)
     redact = RedactSecrets(secrets)
     directory.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(directory / "run.log", encoding="utf-8")
+    file_handler = _RunLog(directory / "run.log", encoding="utf-8")
     file_handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S")
     )

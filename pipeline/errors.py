@@ -13,6 +13,8 @@
     │   ├── InsufficientCredits  402 (or the provider's equivalent): the lane stops
     │   └── OutcomeUnknown       a submit was sent but no reply came: a task may exist
     ├── DownloadError            an image could not be fetched or failed its checks
+    ├── StorageFailed            the output refused a write (full disk, quota, read-only,
+    │                            permission, a bucket refusing): the run stops, paid work waits
     ├── StateError               the run state cannot be read or written
     └── BudgetExhausted          the next job could take spend past the cap
 
@@ -26,6 +28,7 @@ one helper per boundary with ``raise ... from exc``.
 from __future__ import annotations
 
 import enum
+import errno
 from dataclasses import dataclass
 
 
@@ -188,6 +191,45 @@ class DownloadError(PipelineError):
         self.retryable = retryable
         self.stale = stale
         super().__init__(message)
+
+
+class StorageFailed(PipelineError):
+    """The run's own storage refused a write that no retry fixes: a full disk or quota, a
+    read-only file system, a permission, a bucket that refuses writes.
+
+    Every other image would be refused too, so the run stops submitting and ends (exit
+    3), keeping each paid task in its state, waiting for its download: a plain rerun
+    downloads them once the storage is fixed. ``location``: the folder or bucket;
+    ``reason``: why, in words."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, location: str, reason: str) -> None:
+        self.location = location
+        self.reason = reason
+        super().__init__(message)
+
+
+# What a file system says when it cannot take our writes at all (as opposed to one file).
+STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+)
+
+
+def storage_failure(exc: BaseException, location: str) -> StorageFailed | None:
+    """``exc`` as the output's storage failing (see :class:`StorageFailed`), or None when
+    it is not that: a full disk, a quota, a read-only or refused folder (also as the
+    cause of a ``DownloadError``), a refused object store write."""
+    if isinstance(exc, StorageFailed):
+        return exc
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in STORAGE_ERRNOS:
+            reason = seen.strerror or str(seen)
+            where = seen.filename or location
+            return StorageFailed(f"{where}: {reason}", location=location, reason=reason)
+        seen = seen.__cause__
+    return None
 
 
 class BudgetExhausted(PipelineError):

@@ -38,6 +38,8 @@ PUBLIC = [
     "ProviderUnreachable",
     "RateLimited",
     "RunResult",
+    "StateError",
+    "StorageFailed",
     "UsageError",
     "arun",
     "emulated",
@@ -66,7 +68,7 @@ def test_errors_form_one_tree() -> None:
     """Every exported exception derives from PipelineError."""
     exported = [getattr(pipeline, name) for name in PUBLIC]
     errors = [e for e in exported if isinstance(e, type) and issubclass(e, BaseException)]
-    assert len(errors) == 12
+    assert len(errors) == 14
     assert all(issubclass(e, pipeline.PipelineError) for e in errors)
 
 

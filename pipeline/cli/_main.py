@@ -20,7 +20,7 @@ import anyio
 
 from pipeline import _gc
 from pipeline.cli._parser import EXIT_USAGE, build_parser
-from pipeline.errors import ManifestError, StateError, UsageError
+from pipeline.errors import ManifestError, StateError, StorageFailed, UsageError
 
 if TYPE_CHECKING:
     from pipeline._library import RunResult
@@ -84,6 +84,9 @@ def _user_error(exc: BaseException) -> int | None:
             print(f"... and {len(exc.issues) - MAX_ISSUES_SHOWN} more", file=sys.stderr)
         print("nothing was sent.", file=sys.stderr)
         return EXIT_USAGE
+    if isinstance(exc, StorageFailed):  # the output refused (outside a run's own report)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
     if isinstance(exc, UsageError | StateError):
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

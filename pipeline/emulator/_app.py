@@ -97,6 +97,8 @@ async def download(request: web.Request) -> web.StreamResponse:
         task.spec.aspect_ratio, task.spec.resolution, state.config.image_scale
     )
     data = await state.images.get(ImageKey(task.id, k, width, height, ext))
+    if profile.download_delay_s > 0:
+        await state.sleep(profile.download_delay_s)
     state.counters[task.provider].downloads += 1
     headers = {"Content-Type": CONTENT_TYPES[ext], "Cache-Control": "public, max-age=86400"}
     first = (task.id, k) not in state.downloaded

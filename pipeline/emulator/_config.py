@@ -88,6 +88,8 @@ class FaultProfile:
     - ``truncate_download``: an image reply stops halfway through its Content-Length.
     - ``truncate_first_download``: the first download of each image is cut short that
       way; later downloads of it are whole.
+    - ``download_delay_s``: every image reply waits this long before its body (a slow
+      image host, or a slow link: what makes finished tasks wait for their download).
     - ``sse_drop``: a skills.video SSE stream is closed right after its first frame (the
       queued one, which carries the id); the client must poll.
 
@@ -126,6 +128,7 @@ class FaultProfile:
     url_ttl_s: float | None = None
     truncate_download: float = 0.0
     truncate_first_download: bool = False
+    download_delay_s: float = 0.0
     sse_drop: float = 0.0
     auth_fail_after: int | None = None
     credits_after: int | None = None

@@ -9,12 +9,11 @@ format (``providers``), no SQL (``store``) and no storage detail (``outputs``).
 from __future__ import annotations
 
 from pipeline.engine._lane import LaneStats
-from pipeline.engine._outcome import RunOutcome
+from pipeline.engine._outcome import RunOutcome, exit_code
 from pipeline.engine._runner import (
     LaneView,
     RunOptions,
     RunReport,
-    exit_code,
     resolve_endpoints,
     run_batch,
 )

@@ -2,8 +2,10 @@
 
 A job is ``completed`` only once every image is stored and verified; when any image fails
 for good, the images already stored are removed (a failed job lists none) and the job
-fails with code ``download``. Either way the task was paid for, so its cost is recorded
-and settled against the budget.
+fails with code ``download``, unless the output itself failed (a full disk, a refused
+bucket: ``StorageFailed``, raised to the scheduler, which ends the run): then the job
+stays submitted, its task paid and waiting for a rerun's download. Either way the task
+was paid for, so its cost is settled against the budget.
 
 Fresh URLs: providers hand out signed image URLs that expire. A download the server
 refuses (403, 404, 410) or that is cut short every time is retried with the URLs of a
@@ -23,7 +25,13 @@ from pipeline.clock import Clock, utcnow
 from pipeline.engine._budget import Reservation, Spending
 from pipeline.engine._outcome import cost_dict, error_dict
 from pipeline.engine._retry import attempt_then_retry
-from pipeline.errors import DownloadError, ErrorCode, ProviderError
+from pipeline.errors import (
+    DownloadError,
+    ErrorCode,
+    ProviderError,
+    StorageFailed,
+    storage_failure,
+)
 from pipeline.jobs import Job
 from pipeline.outputs import Output, StoredImage
 from pipeline.providers.base import ImageRef, TaskState, TaskStatus
@@ -91,11 +99,15 @@ class DownloadStage:
                 stored = await self._download_all(item)
             if scope.cancelled_caught:
                 raise DownloadError(f"images not downloaded within {item.window_s:g} s", url="")
-        except (DownloadError, _Expired) as exc:
+        except (DownloadError, _Expired, StorageFailed) as exc:
             # A failed job lists no images, so none of its files may stay behind.
             for image in stored:
                 await self.output.discard(image)
             await self._settle(item)
+            failure = storage_failure(exc, self.output.location)
+            if failure is not None:
+                # Not the job's fault: it stays submitted (paid), for a rerun to download.
+                raise failure from exc
             code = ErrorCode.EXPIRED if isinstance(exc, _Expired) else ErrorCode.DOWNLOAD
             await self.state.mark_failed(
                 job.id,

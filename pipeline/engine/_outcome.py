@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipeline.errors import ProviderError
+from pipeline.errors import ProviderError, StateError, StorageFailed, storage_failure
+from pipeline.jobs import Batch, JobStatus
+from pipeline.outputs import Output
 from pipeline.providers.specs import Cost
+from pipeline.store import JobRecord
 
 
 def error_dict(code: str, message: str, http_status: int | None = None) -> dict[str, object]:
@@ -32,10 +37,66 @@ def cost_dict(cost: Cost) -> dict[str, object]:
 @dataclass(slots=True)
 class RunOutcome:
     """How the run ended: the batch's counts (as ledger.json's totals), and why it
-    stopped submitting (``stop_reason``, ``lane_stops``: exit 3)."""
+    stopped submitting (``stop_reason``, ``lane_stops``: exit 3). ``storage_failure``:
+    the run's own storage failed (then ``stop_reason`` also says how many paid images
+    wait for a rerun's download)."""
 
     completed: int = 0
     failed: int = 0
     pending: int = 0
     stop_reason: str | None = None
     lane_stops: dict[str, str] = field(default_factory=dict)
+    storage_failure: str | None = None
+
+
+def log_outcome(
+    log: logging.Logger, outcome: RunOutcome, records: Sequence[JobRecord], interrupted: bool
+) -> None:
+    for r in records:
+        if r.row.status == JobStatus.FAILED and not r.superseded and r.error:
+            log.info("job %s failed: %s: %s", r.id, r.error_code, r.error.get("message"))
+    for name, reason in outcome.lane_stops.items():
+        log.info("lane %s stopped: %s", name, reason)
+    if outcome.stop_reason:
+        log.info("stopped submitting: %s", outcome.stop_reason)
+    log.info(
+        "%s: %d completed, %d failed, %d pending",
+        "interrupted" if interrupted else "finished",
+        outcome.completed,
+        outcome.failed,
+        outcome.pending,
+    )
+
+
+def storage_stop(exc: BaseException, output: Output) -> StorageFailed | StateError | None:
+    """``exc`` as the run's own storage failing (the state, or the output refusing
+    writes), or None."""
+    if isinstance(exc, StateError):
+        return exc
+    return storage_failure(exc, output.location)
+
+
+def waiting(cause: str, batch: Batch, records: Sequence[JobRecord]) -> str:
+    """The stop message of a storage failure: the cause, the paid images waiting, and the
+    submits sent as the run stopped (their task is checked for by the rerun)."""
+    n = {job.id: job.params.n for job in batch.jobs}
+    current = [r for r in records if not r.superseded]
+    paid = [r for r in current if r.row.status == JobStatus.SUBMITTED]
+    sent = sum(r.row.status == JobStatus.INTENT for r in current)
+    images = sum(n.get(r.id, 1) for r in paid)
+    unsure = f" (and {sent} submits sent as it stopped, which a rerun looks up)" if sent else ""
+    return (
+        f"the run's storage failed: {cause}; {images} paid images ({len(paid)} jobs) wait "
+        f"for their download{unsure}: fix the storage and run again (nothing is paid twice)"
+    )
+
+
+def exit_code(outcome: RunOutcome, interrupted: bool) -> int:
+    """design.md's exit codes."""
+    if interrupted:
+        return 130
+    if outcome.stop_reason is not None or outcome.lane_stops:
+        return 3
+    if outcome.failed or outcome.pending:
+        return 1
+    return 0

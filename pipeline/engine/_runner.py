@@ -6,27 +6,26 @@ This is the composition root: the only module that knows every part. The library
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 
 from pipeline import _gc
+from pipeline._home import local_home
 from pipeline._logs import run_logging
 from pipeline.clock import Clock, SystemClock, utcnow
 from pipeline.engine._budget import BudgetGuard
 from pipeline.engine._lane import LaneStats
-from pipeline.engine._outcome import RunOutcome
+from pipeline.engine._outcome import RunOutcome, exit_code, log_outcome, storage_stop, waiting
 from pipeline.engine._relocate import keep_files_with_their_jobs
 from pipeline.engine._resume import WorkItem, plan_work, to_check, work_for
-from pipeline.errors import UsageError
-from pipeline.jobs import Batch, JobStatus
+from pipeline.errors import StateError, UsageError
+from pipeline.jobs import Batch
 from pipeline.ledger import STAMP_KEY, LedgerHeader, LedgerSink, summarize
 from pipeline.outputs import Output, open_output
 from pipeline.providers.specs import SPECS
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from pipeline.engine._fleet import FleetRun
 
 LaneView = Callable[[], dict[str, LaneStats]]
+__all__ = ["LaneView", "RunOptions", "RunReport", "exit_code", "resolve_endpoints", "run_batch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,14 +139,14 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
     Raises ``UsageError`` (nothing sent) for a missing key or a state that cannot be
     opened."""
     endpoints = resolve_endpoints(batch, options)
-    root = Path(batch.output_dir)
+    root = local_home(batch.output_dir)  # run.log (an object store's: a local folder)
+    output = open_output(batch.output_dir)  # a bad URL is refused before anything is made
     location = state_location(options.state, batch.output_dir)
     state = await open_store(location, name=batch.name, output=batch.output_dir)
     secrets = [key for _, key in endpoints.values()]
     async with AsyncExitStack() as stack:
         stack.push_async_callback(state.close)
         log = stack.enter_context(run_logging(root, secrets, stderr=options.log_to_stderr))
-        output = open_output(batch.output_dir)
         stack.push_async_callback(output.aclose)
         meta = await state.get_meta()
         started_at = meta.get("started_at") or utcnow()
@@ -190,8 +190,18 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
             kept = not work and state.writes == unchanged
             stamp = meta.get(STAMP_KEY) if kept else None
             sink = LedgerSink(state, output, header, clock=options.clock)
-            doc = await sink.finish(final, finished=outcome.pending == 0, stamp=stamp or None)
-            _log_outcome(log, outcome, final, bool(run.interrupted))
+            done = outcome.pending == 0
+            try:
+                doc = await sink.finish(final, finished=done, stamp=stamp or None)
+            except Exception as exc:
+                failure = storage_stop(exc, output)
+                if failure is None:
+                    raise
+                outcome.storage_failure = outcome.storage_failure or str(failure)
+                doc = await sink.document(final, finished=done)
+            if outcome.storage_failure is not None:
+                outcome.stop_reason = waiting(outcome.storage_failure, batch, final)
+            log_outcome(log, outcome, final, bool(run.interrupted))
     return RunReport(outcome, doc, bool(run.interrupted))
 
 
@@ -241,9 +251,19 @@ async def _send(
     )
     if options.on_start is not None:
         options.on_start(view)
+
+    async def keep_ledger() -> None:
+        try:
+            await ledger.run()
+        except Exception as exc:
+            failure = storage_stop(exc, run.output)
+            if failure is None:
+                raise
+            scheduler.storage_failed(failure)
+
     ledger.mark_dirty()  # the sink's first write: the state as resumed
     async with anyio.create_task_group() as tg:
-        tg.start_soon(ledger.run)
+        tg.start_soon(keep_ledger)
         if shared is not None:
             tg.start_soon(shared.heartbeat, scheduler.stop_submitting)
         with anyio.CancelScope() as run_scope:
@@ -254,8 +274,14 @@ async def _send(
                 await scheduler.run(work)
         tg.cancel_scope.cancel()
     with anyio.CancelScope(shield=True):
-        await ledger.flush_counters()
+        try:
+            await ledger.flush_counters()
+        except StateError:
+            if scheduler.storage_failure is None:
+                raise
     run.outcome.stop_reason = scheduler.stop_reason
+    if scheduler.storage_failure is not None:
+        run.outcome.storage_failure = str(scheduler.storage_failure)
     for name, lane in lanes.items():
         if lane.stopped is not None:
             run.outcome.lane_stops[name] = str(lane.stopped)
@@ -281,33 +307,3 @@ def _fleet_run(run: _Run, broken: set[str]) -> FleetRun | None:
     return FleetRun(
         fleet, clock=run.options.clock, lease_s=run.options.lease_s, budget=budget, rework=rework
     )
-
-
-def _log_outcome(
-    log: logging.Logger, outcome: RunOutcome, records: Sequence[JobRecord], interrupted: bool
-) -> None:
-    for r in records:
-        if r.row.status == JobStatus.FAILED and not r.superseded and r.error:
-            log.info("job %s failed: %s: %s", r.id, r.error_code, r.error.get("message"))
-    for name, reason in outcome.lane_stops.items():
-        log.info("lane %s stopped: %s", name, reason)
-    if outcome.stop_reason:
-        log.info("stopped submitting: %s", outcome.stop_reason)
-    log.info(
-        "%s: %d completed, %d failed, %d pending",
-        "interrupted" if interrupted else "finished",
-        outcome.completed,
-        outcome.failed,
-        outcome.pending,
-    )
-
-
-def exit_code(outcome: RunOutcome, interrupted: bool) -> int:
-    """design.md's exit codes."""
-    if interrupted:
-        return 130
-    if outcome.stop_reason is not None or outcome.lane_stops:
-        return 3
-    if outcome.failed or outcome.pending:
-        return 1
-    return 0

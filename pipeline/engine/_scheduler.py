@@ -22,7 +22,6 @@ a provider may take to generate, not about how long we may need to reach it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from functools import partial
 
@@ -38,7 +37,7 @@ from pipeline.engine._lane import Lane, LaneStopped, Started
 from pipeline.engine._outcome import error_dict, provider_error
 from pipeline.engine._resume import WorkItem
 from pipeline.engine._submit import Submitter
-from pipeline.errors import BudgetExhausted, ErrorCode, ProviderError
+from pipeline.errors import BudgetExhausted, ErrorCode, ProviderError, StateError, StorageFailed
 from pipeline.jobs import Batch, Job
 from pipeline.outputs import Output
 from pipeline.providers.base import TaskState, TaskStatus
@@ -94,6 +93,8 @@ class Scheduler:
             state=state, output=output, budget=budget, clock=clock, on_change=self._changed
         )
         self.stop_reason: str | None = None
+        self.storage_failure: StorageFailed | StateError | None = None
+        self._scope: anyio.CancelScope | None = None
         self.submitter = Submitter(
             state=state,
             budget=budget,
@@ -111,6 +112,15 @@ class Scheduler:
         if self.stop_reason is None:
             self.stop_reason = reason
 
+    def storage_failed(self, exc: StorageFailed | StateError) -> None:
+        """The run's own storage (output or state) failed: no more submits, and the run
+        ends now; every paid task stays in the state, waiting for a rerun's download."""
+        if self.storage_failure is None:
+            self.storage_failure = exc
+            self.stop_submitting(f"the run's storage failed: {exc}")
+        if self._scope is not None:
+            self._scope.cancel()
+
     async def run(self, work: list[WorkItem]) -> None:
         """Run ``work`` to the end (or until cancelled, with state committed)."""
         await self.output.sweep()
@@ -120,8 +130,12 @@ class Scheduler:
             await self._run(work)
 
     async def _run(self, work: list[WorkItem]) -> None:
-        done_send, done_recv = anyio.create_memory_object_stream[Finished](math.inf)
+        # Back-pressure: a lane worker whose task finished waits here for a downloader
+        # (no new submit meanwhile), so the tasks finished at the provider and not yet
+        # downloaded stay below the downloads at once, twice, plus the tasks in flight.
+        done_send, done_recv = anyio.create_memory_object_stream[Finished](self._downloads)
         async with anyio.create_task_group() as tg:
+            self._scope = tg.cancel_scope
             async with done_recv:
                 for _ in range(self._downloads):
                     tg.start_soon(self._download_worker, done_recv.clone())
@@ -140,20 +154,26 @@ class Scheduler:
         self, lane: Lane, feed: WorkFeed, done: ObjectSendStream[Finished]
     ) -> None:
         async with done:
-            while (item := await feed.next()) is not None:  # each item to one worker
-                async with lane.slots:  # one task in flight at the provider
-                    with lane.working():
-                        finished = await self._run_at_provider(lane, item)
-                lane.task_done()
-                if finished is not None:
-                    await done.send(finished)
+            try:
+                while (item := await feed.next()) is not None:  # each item to one worker
+                    async with lane.slots:  # one task in flight at the provider
+                        with lane.working():
+                            finished = await self._run_at_provider(lane, item)
+                    lane.task_done()
+                    if finished is not None:
+                        await done.send(finished)
+            except (StorageFailed, StateError) as exc:
+                self.storage_failed(exc)
 
     async def _download_worker(self, recv: ObjectReceiveStream[Finished]) -> None:
         async with recv:
-            async for item in recv:
-                images = await self.downloads.complete(item)
-                lane = self.lanes[item.job.provider]
-                lane.record(completed=images is not None, images=images or 0, cost=item.cost)
+            try:
+                async for item in recv:
+                    images = await self.downloads.complete(item)
+                    lane = self.lanes[item.job.provider]
+                    lane.record(completed=images is not None, images=images or 0, cost=item.cost)
+            except (StorageFailed, StateError) as exc:
+                self.storage_failed(exc)
 
     async def _run_at_provider(self, lane: Lane, item: WorkItem) -> Finished | None:
         job = item.job

@@ -4,11 +4,12 @@ An image is streamed (``pipeline.outputs._fetch``) into a temporary ``.part`` fi
 checked; only then is it renamed into place, so a file with its final name is always
 complete and valid.
 
-Thread hops: the body is held in memory up to ``spill_bytes`` (512 KiB) and written out in
-one worker-thread call each time that much has arrived. The last call writes what is
-left, reads the header (from memory when nothing was spilled) and renames; these calls of
-concurrent downloads share hops, a batch at a time (``pipeline._batching``). So an image
-under 512 KiB costs a share of one hop and one file creation.
+Files: the body is held in memory up to ``spill_bytes`` (512 KiB); an image that fits is
+created, written, checked and renamed in one blocking call, batched with the same calls
+of concurrent downloads (``pipeline._batching``): a share of one thread hop and one file
+creation. A larger body goes to disk through aiofiles as it arrives, in writes of
+``spill_bytes`` or more, and only its header read and rename are batched
+(``pipeline.outputs._partfile`` says why the two paths, and what each costs).
 
 Paths: every file is created and renamed relative to a file descriptor of ``images/``,
 opened with ``O_NOFOLLOW | O_DIRECTORY``. So nothing is written outside the output folder
@@ -60,22 +61,6 @@ EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 _CHECK_CHUNK = 2000  # jobs whose images are decoded at once on resume
 
 
-class _Sink:
-    """A ``PartFile`` as the fetcher's body sink (spills in a worker thread)."""
-
-    __slots__ = ("part", "spill_bytes")
-
-    def __init__(self, part: PartFile, spill_bytes: int) -> None:
-        self.part = part
-        self.spill_bytes = spill_bytes
-
-    def hold(self, chunk: bytes) -> int:
-        return self.part.hold(chunk)
-
-    async def spill(self) -> None:
-        await _threads.run_sync(self.part.spill)
-
-
 class LocalFolder:
     """Images under ``root/images/``, ledger.json in ``root``. Safe to share between tasks.
 
@@ -101,7 +86,7 @@ class LocalFolder:
         self._spill = spill_bytes
         self._swept = False
         self._sweep_lock = anyio.Lock()
-        # Finished images are written, checked and renamed a batch per thread hop.
+        # Images are created (when small), checked and renamed a batch per thread hop.
         self._files = Batcher()
 
     def __repr__(self) -> str:
@@ -142,20 +127,25 @@ class LocalFolder:
         fetcher = self._http()
         if not self._swept:
             await self.sweep()
-        temp = PartFile(f"{stem}.{secrets.token_hex(8)}.part", lambda: self.open_images(url))
+        temp = PartFile(
+            f"{stem}.{secrets.token_hex(8)}.part",
+            partial(self.open_images, url),
+            self._files.call,
+            self._spill,
+        )
         try:
-            got = await fetcher.stream(url, _Sink(temp, self._spill))
+            got = await fetcher.stream(url, temp)
             # The extension follows the bytes, not the request: a provider that sent jpeg
             # for a png request still delivered a paid-for image; the ledger says which.
             final = f"{stem}.{EXTENSIONS[got.format]}"
-            width, height = await self._files.call(partial(temp.finish, final, got.format))
+            width, height = await temp.finish(final, got.format)
         except OSError as exc:
             # The file system refused (disk full, a directory in the way...): final.
             raise DownloadError(
                 f"cannot write the image: {exc.strerror or exc}", url=url, retryable=False
             ) from exc
         finally:
-            temp.abandon()
+            await temp.abandon()
         return StoredImage(
             path=f"{self.images.name}/{final}",
             sha256=got.sha256,

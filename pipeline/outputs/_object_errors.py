@@ -33,7 +33,7 @@ from obstore.exceptions import (
     UnauthenticatedError,
 )
 
-from pipeline.errors import DownloadError, PipelineError
+from pipeline.errors import DownloadError, PipelineError, StorageFailed
 
 _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r"<Code>([A-Za-z]{1,64})</Code>")
@@ -46,7 +46,7 @@ _REASONS = {
 }
 
 
-class OutputRefused(PipelineError):
+class OutputRefused(StorageFailed):
     """The object store refused an operation that no retry can make succeed.
 
     ``location`` is the output's URL (never with credentials), ``path`` the object's path
@@ -62,14 +62,14 @@ class OutputRefused(PipelineError):
     def __init__(
         self, *, location: str, path: str, operation: str, reason: str, code: str | None = None
     ) -> None:
-        self.location = location
         self.path = path
         self.operation = operation
-        self.reason = reason
         self.code = code
         said = f" ({code})" if code else ""
         super().__init__(
-            f"{location}: the object store refused to {operation} {path!r}: {reason}{said}"
+            f"{location}: the object store refused to {operation} {path!r}: {reason}{said}",
+            location=location,
+            reason=reason,
         )
 
 

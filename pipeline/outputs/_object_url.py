@@ -16,12 +16,13 @@ from urllib.parse import urlsplit
 import obstore.store
 from obstore.exceptions import BaseError
 
+from pipeline._home import OBJECT_SCHEMES
 from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, ObjectStore, RetryConfig
 
-SCHEMES = frozenset({"s3", "s3a", "gs", "az", "azure", "abfs", "abfss"})
+SCHEMES = OBJECT_SCHEMES
 # obstore's own retries of throttled, 5xx and dropped requests, before an error reaches
 # the pipeline (whose download retries then start over): a few, quickly.
 RETRY: RetryConfig = {

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from pipeline._home import local_home
 from pipeline.errors import StateError, UsageError
 from pipeline.store._base import BudgetRow, Counters, Fleet, RunStore, Snapshot
 from pipeline.store._lock import BatchInUse
@@ -64,7 +65,7 @@ def state_location(state: str | None, out: str) -> StateLocation:
     a URL of a scheme no backend speaks."""
     given = state if state is not None else os.environ.get(STATE_ENV) or None
     if given is None:
-        return StateLocation("sqlite", str(Path(out) / DEFAULT_STATE_NAME))
+        return StateLocation("sqlite", str(local_home(out) / DEFAULT_STATE_NAME))
     scheme, sep, rest = given.partition("://")
     if not sep:
         return StateLocation("sqlite", given)

@@ -10,12 +10,16 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+
+from tests.outputs.s3_front import S3Front, serve_local
 
 DUMMY_KEY_ID = "AKIDUMMYTESTKEY00000"
 DUMMY_SECRET = "dummy-secret-never-real-0123456789abcdef"
@@ -123,3 +127,21 @@ def bucket(s3_env: dict[str, str], s3_endpoint: str) -> Bucket:
     name = f"pipeline-test-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
     return Bucket(s3_endpoint, name, client)
+
+
+@pytest.fixture
+async def front(
+    s3_endpoint: str, bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[S3Front]:
+    """The proxy on 127.0.0.1:0, made this test's S3 endpoint."""
+    async with aiohttp.ClientSession(auto_decompress=False) as upstream:
+        proxy = S3Front(s3_endpoint, upstream)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", proxy.handle)
+        runner, proxy.url = await serve_local(app)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        try:
+            yield proxy
+        finally:
+            proxy.release.set()
+            await runner.cleanup()

@@ -12,11 +12,13 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from pipeline._batching import Batcher
 from pipeline.emulator import EmulatorServer
 from pipeline.engine._runner import exit_code, run_batch
 from pipeline.errors import DownloadError
 from pipeline.outputs._imagecheck import MAX_STEM
 from pipeline.outputs._local import LocalFolder
+from pipeline.outputs._partfile import DIR_FLAGS, PartFile
 from tests.scheduler_support import check_images_match_ledger, emulator_options, make_batch
 
 pytestmark = pytest.mark.anyio
@@ -246,3 +248,61 @@ async def test_resume_does_not_trust_a_planted_symlink(
     check_images_match_ledger(out)
     assert sorted(os.listdir(elsewhere)) == ["decoy.png", "precious"]
     assert (elsewhere / "precious").read_bytes() == SECRET
+
+
+async def test_large_bodies_keep_the_same_guards(
+    image_url: str,
+    layout: tuple[Path, Path],
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Written as they arrive (a 16-byte spill, the aiofiles path): a final-name symlink
+    is replaced, not followed; a planted link at the temp file's name is refused."""
+    out, elsewhere = layout
+    images = out / "images"
+    images.mkdir()
+    (images / "job-1.png").symlink_to(elsewhere / "precious")
+    downloader = LocalFolder(out, session=session, spill_bytes=16)
+    stored = await downloader.fetch(image_url, "job-1")
+    assert not (images / "job-1.png").is_symlink()
+    assert (out / stored.path).read_bytes() == _png()
+    monkeypatch.setattr("pipeline.outputs._local.secrets.token_hex", lambda n: "guessed")
+    (images / "job-2.guessed.part").symlink_to(elsewhere / "precious")
+    with pytest.raises(DownloadError, match="cannot write"):
+        await downloader.fetch(image_url, "job-2")
+    assert not (images / "job-2.png").exists()
+    assert (images / "job-2.guessed.part").is_symlink()  # not ours: left as it was
+    _untouched(elsewhere)
+
+
+async def test_large_bodies_refuse_a_symlinked_images_folder(
+    image_url: str, layout: tuple[Path, Path], session: aiohttp.ClientSession
+) -> None:
+    """images/ -> elsewhere, with a 16-byte spill: refused as the file would be created."""
+    out, elsewhere = layout
+    (out / "images").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(DownloadError, match="not a directory inside") as info:
+        await LocalFolder(out, session=session, spill_bytes=16).fetch(image_url, "job-1")
+    assert info.value.retryable is False
+    _untouched(elsewhere)
+
+
+async def test_a_sweep_spares_a_download_in_progress(
+    layout: tuple[Path, Path], session: aiohttp.ClientSession
+) -> None:
+    """Another folder object (as another process would) sweeps while a body is half on
+    disk: the locked temp file stays and is renamed into place; an unlocked leftover goes."""
+    out, _ = layout
+    images = out / "images"
+    images.mkdir()
+    (images / "dead.0123456789abcdef.part").write_bytes(b"a killed run's")
+    body = _png()
+    part = PartFile("live.part", lambda: os.open(images, DIR_FLAGS), Batcher().call, 16)
+    part.hold(body[:20])
+    await part.spill()
+    await LocalFolder(out, session=session).sweep()
+    assert sorted(os.listdir(images)) == ["live.part"]
+    part.hold(body[20:])
+    assert await part.finish("live.png", "png") == (24, 16)
+    assert sorted(os.listdir(images)) == ["live.png"]
+    assert (images / "live.png").read_bytes() == body

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import random
 import struct
+import threading
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,9 +18,12 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from pipeline import _threads
+from pipeline._batching import Batcher
 from pipeline.errors import DownloadError
 from pipeline.outputs._imagecheck import looks_complete, sniff_format
-from pipeline.outputs._local import LocalFolder
+from pipeline.outputs._local import SPILL_BYTES, LocalFolder
+from pipeline.outputs._partfile import DIR_FLAGS, PartFile
 
 pytestmark = pytest.mark.anyio
 
@@ -240,3 +246,99 @@ async def test_failures_after_a_spill_leave_no_file(
         with pytest.raises(DownloadError):
             await downloader.fetch(f"{image_server}{path}", "bad")
     assert list((tmp_path / "images").iterdir()) == []
+
+
+def _noise_png(side: int = 640) -> bytes:
+    """An incompressible PNG of about 1.2 MB (several 512 KiB spill sizes)."""
+    pixels = random.Random(side).randbytes(3 * side * side)
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (side, side), pixels).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """An empty images/ folder."""
+    path = tmp_path / "images"
+    path.mkdir()
+    return path
+
+
+async def test_a_large_body_is_stored_whole_through_the_default_spill(tmp_path: Path) -> None:
+    """A noise PNG of several spill sizes, from a real server with the default 512 KiB
+    spill: the stored file is the body, its facts are right, no temp file remains."""
+    body = _noise_png()
+    app = web.Application()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="image/png")
+
+    app.router.add_get("/noise.png", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session:
+            folder = LocalFolder(tmp_path, session=session)
+            stored = await folder.fetch(f"http://127.0.0.1:{port}/noise.png", "big")
+    finally:
+        await runner.cleanup()
+    assert len(body) > 2 * SPILL_BYTES
+    assert (tmp_path / stored.path).read_bytes() == body
+    assert (stored.width, stored.height, stored.bytes) == (640, 640, len(body))
+    assert stored.sha256 == hashlib.sha256(body).hexdigest()
+    assert [p.name for p in (tmp_path / "images").iterdir()] == ["big.png"]
+
+
+async def test_a_large_body_reaches_the_disk_in_spill_sized_writes(images: Path) -> None:
+    """Nothing is written before a spill size is held; then each spill writes all that
+    is held (512 KiB at a time here), and the finish writes the rest and renames."""
+    body = _noise_png()
+    piece = 64 * 1024
+    part = PartFile("big.part", lambda: os.open(images, DIR_FLAGS), Batcher().call, SPILL_BYTES)
+    sizes = []
+    for start in range(0, len(body), piece):
+        if part.hold(body[start : start + piece]) >= part.spill_bytes:
+            await part.spill()
+            sizes.append((images / "big.part").stat().st_size)
+        elif not sizes:
+            assert os.listdir(images) == []
+    assert sizes == [SPILL_BYTES * k for k in range(1, len(body) // SPILL_BYTES + 1)]
+    assert await part.finish("big.png", "png") == (640, 640)
+    await part.abandon()  # after a finish: nothing left to do
+    assert os.listdir(images) == ["big.png"]
+    assert (images / "big.png").read_bytes() == body
+
+
+async def test_file_calls_are_counted_and_a_cancelled_one_ends_first(images: Path) -> None:
+    """aiofiles' calls are counted thread calls (as a virtual clock needs); a download
+    cancelled while its file is being created waits for that call, then removes the file."""
+    entered, release = threading.Event(), threading.Event()
+
+    def open_dir() -> int:
+        entered.set()
+        release.wait()
+        return os.open(images, DIR_FLAGS)
+
+    part = PartFile("slow.part", open_dir, Batcher().call, 16)
+    part.hold(b"x" * 32)
+
+    async def spill() -> None:
+        try:
+            await part.spill()
+        finally:
+            await part.abandon()
+
+    before = _threads.under_way()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(spill)
+        await anyio.to_thread.run_sync(entered.wait)  # not counted: the test's own wait
+        assert _threads.under_way() == before + 1
+        tg.cancel_scope.cancel()
+        release.set()
+    assert part.created is False
+    assert part.fd is None
+    assert part.file is None
+    assert os.listdir(images) == []
