@@ -37,7 +37,7 @@ class Reservation:
 
 class Spending(Protocol):
     """Spend caps as the scheduler and the download stage use them: ``BudgetGuard`` for a
-    process alone, ``engine._fleet.FleetBudget`` for a fleet."""
+    process alone, ``engine._fleet_budget.FleetBudget`` for a fleet."""
 
     @property
     def capped(self) -> bool: ...

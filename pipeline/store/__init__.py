@@ -91,7 +91,8 @@ async def open_store(location: StateLocation, *, name: str, output: str) -> RunS
     ``UsageError`` when a sqlite state cannot be opened (not a state database, a folder
     that cannot be created...)."""
     if location.scheme == "postgres":
-        from pipeline.store._postgres import PostgresStore, connect
+        from pipeline.store._pg_conn import connect
+        from pipeline.store._postgres import PostgresStore
 
         pg = await connect(location.target, str(location), name=name, output=output)
         return PostgresStore(pg)
@@ -110,7 +111,7 @@ def read_state(location: StateLocation, output: str) -> Snapshot:
     Raises ``UsageError`` when there is no batch state there, ``StateError`` when it
     cannot be read."""
     if location.scheme == "postgres":
-        from pipeline.store._postgres import read_snapshot as read_pg
+        from pipeline.store._pg_conn import read_snapshot as read_pg
 
         try:
             return read_pg(location.target, str(location), output)

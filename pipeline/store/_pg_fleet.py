@@ -26,7 +26,7 @@ import psycopg
 
 from pipeline.jobs import JobStatus
 from pipeline.store._base import BudgetRow
-from pipeline.store._postgres import COLUMNS, Conn, PgState, select_records
+from pipeline.store._pg_conn import COLUMNS, Conn, PgState, select_records
 from pipeline.store._records import JobRecord, sort_rows
 
 _FREE = (

@@ -7,9 +7,8 @@ protocol). Writes are many and small, so they share thread hops and commits
 cancelled writer still returns only after its row is committed. A job's intent is
 committed with ``synchronous=FULL`` (on stable storage before its submit is sent).
 
-Schema versions (``PRAGMA user_version``): 1 is the layout below. A file without a
-version but with these tables (written before versions existed) is stamped 1; a newer
-version than this code knows is refused (``StateError``), never guessed at. A run holds
+The file's layout, its versions and the reads live in ``pipeline.store._sqlite_layout``
+(a newer version than this code knows is refused, never guessed at). A run holds
 the file's lock (``pipeline.store._lock``): one run at a time per state.
 
 All access goes through one connection used from worker threads, serialised by a
@@ -27,141 +26,25 @@ from typing import Any, TypeVar
 
 import anyio
 
-from pipeline import _gc, _threads
+from pipeline import _threads
 from pipeline.errors import StateError
-from pipeline.jobs import Flag, Job, JobStatus
-from pipeline.store._base import Counters, Snapshot
+from pipeline.jobs import Job, JobStatus
+from pipeline.store._base import Counters
 from pipeline.store._commit import GroupCommit
-from pipeline.store._edits import job_document, job_fingerprints, plan_sync, stored_document
 from pipeline.store._lock import StateLock, acquire
-from pipeline.store._records import JobRecord, sort_rows
+from pipeline.store._records import JobRecord
+from pipeline.store._sqlite_layout import (
+    ADD_FLAG,
+    counters,
+    migrate,
+    read_snapshot,
+    select_rows,
+    sync,
+)
+
+__all__ = ["SqliteStore", "read_snapshot"]
 
 T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    provider TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    job TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending',
-    remote_id TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    submitted_at TEXT,
-    completed_at TEXT,
-    latency_s REAL,
-    images TEXT NOT NULL DEFAULT '[]',
-    cost TEXT,
-    usage TEXT NOT NULL DEFAULT '{}',
-    error TEXT,
-    flags TEXT NOT NULL DEFAULT '[]',
-    duplicate_cost TEXT
-);
-CREATE TABLE IF NOT EXISTS counters (
-    provider TEXT PRIMARY KEY,
-    requests INTEGER NOT NULL DEFAULT 0,
-    rate_limited INTEGER NOT NULL DEFAULT 0
-);
-"""
-
-SCHEMA_VERSION = 1
-# Steps from each version to the next (none yet: version 1 is the first).
-MIGRATIONS: dict[int, str] = {}
-
-# The columns of a JobRow, in its order.
-_COLUMNS = (
-    "id, seq, provider, fingerprint, status, remote_id, attempts, submitted_at, completed_at, "
-    "latency_s, job, images, cost, usage, error, flags, duplicate_cost, "
-    "json_array_length(images)"
-)
-_SUPERSEDED = f"EXISTS (SELECT 1 FROM json_each(flags) WHERE value = '{Flag.SUPERSEDED}')"
-_ADD_FLAG = (
-    "UPDATE jobs SET flags = json_insert(flags, '$[#]', ?) "
-    "WHERE id = ? AND NOT EXISTS (SELECT 1 FROM json_each(flags) WHERE value = ?)"
-)
-_DROP_FLAG = (
-    "UPDATE jobs SET flags = (SELECT json_group_array(value) FROM json_each(flags) "
-    "WHERE value != ?) WHERE id = ?"
-)
-
-
-def _select_rows(conn: sqlite3.Connection) -> list[JobRecord]:
-    with _gc.paused():
-        rows = sort_rows(conn.execute(f"SELECT {_COLUMNS} FROM jobs").fetchall())
-        return list(map(JobRecord, rows))
-
-
-def _counters(conn: sqlite3.Connection) -> Counters:
-    rows = conn.execute("SELECT provider, requests, rate_limited FROM counters")
-    return {p: (r, rl) for p, r, rl in rows}
-
-
-def read_snapshot(path: Path) -> Snapshot:
-    """Meta, records and counters, read from another process (WAL lets it run alongside a
-    writer). Raises ``sqlite3.Error`` for a file that is not a state database."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        conn.execute("PRAGMA busy_timeout=5000")
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        return Snapshot(meta, _select_rows(conn), _counters(conn))
-    finally:
-        conn.close()
-
-
-def _sync(
-    conn: sqlite3.Connection, jobs: Sequence[Job], models: Mapping[str, str]
-) -> tuple[list[JobRecord], bool]:
-    """Carry out ``plan_sync`` for ``jobs`` in one transaction: every record after it, and
-    whether anything changed."""
-    records = _select_rows(conn)
-    fingerprints = job_fingerprints(jobs)
-    wanted = [(j.id, j.provider, fp) for j, fp in zip(jobs, fingerprints, strict=True)]
-    existing = [(r.row.id, r.row.fingerprint, r.superseded) for r in records]
-    next_seq = records[-1].row.seq + 1 if records else 0
-    plan = plan_sync(existing, wanted, next_seq)
-    if not plan:
-        return records, False
-    inserts = [
-        (job_id, seq, provider, fp, stored_document(job_document(jobs[k], models[provider])))
-        for k, job_id, seq, provider, fp in plan.insert
-    ]
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for job_id, archived in plan.archive:
-            conn.execute("UPDATE jobs SET id = ? WHERE id = ?", (archived, job_id))
-            conn.execute(_ADD_FLAG, (Flag.SUPERSEDED, archived, Flag.SUPERSEDED))
-        for archived, job_id in plan.restore:
-            conn.execute("UPDATE jobs SET id = ? WHERE id = ?", (job_id, archived))
-            conn.execute(_DROP_FLAG, (Flag.SUPERSEDED, job_id))
-        conn.executemany(
-            "INSERT INTO jobs(id, seq, provider, fingerprint, job) VALUES (?,?,?,?,?)", inserts
-        )
-        conn.executemany(_ADD_FLAG, [(Flag.SUPERSEDED, i, Flag.SUPERSEDED) for i in plan.retire])
-        conn.executemany(_DROP_FLAG, [(Flag.SUPERSEDED, i) for i in plan.unretire])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return _select_rows(conn), True
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Create or upgrade the schema to ``SCHEMA_VERSION``; refuse a newer one."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise StateError(
-            f"the state was written by a newer pipeline (schema {version}; this one knows "
-            f"up to {SCHEMA_VERSION}): upgrade pipeline to use it",
-            location=str(path),
-        )
-    if version == SCHEMA_VERSION:
-        return
-    conn.executescript(SCHEMA)  # version 0: new, or from before versions (same tables)
-    for step in range(max(version, 1), SCHEMA_VERSION):
-        conn.executescript(MIGRATIONS[step])
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 class SqliteStore:
@@ -194,7 +77,7 @@ class SqliteStore:
                     conn.execute("PRAGMA journal_mode=WAL")
                     conn.execute("PRAGMA synchronous=NORMAL")
                     conn.execute("PRAGMA busy_timeout=5000")
-                    _migrate(conn, path)
+                    migrate(conn, path)
                 except BaseException:
                     conn.close()
                     raise
@@ -274,7 +157,7 @@ class SqliteStore:
         )
 
     async def counters(self) -> Counters:
-        return await self._run(_counters)
+        return await self._run(counters)
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -282,14 +165,14 @@ class SqliteStore:
         self, jobs: Sequence[Job], models: Mapping[str, str]
     ) -> dict[str, JobRecord]:
         def _run_sync(c: sqlite3.Connection) -> list[JobRecord]:
-            records, changed = _sync(c, jobs, models)
+            records, changed = sync(c, jobs, models)
             self._synced += changed
             return records
 
         return {r.id: r for r in await self._run(_run_sync)}
 
     async def records(self) -> list[JobRecord]:
-        return await self._run(_select_rows)
+        return await self._run(select_rows)
 
     @property
     def fleet(self) -> None:
@@ -358,7 +241,7 @@ class SqliteStore:
         await self._write("UPDATE jobs SET error = ? WHERE id = ?", (json.dumps(error), job_id))
 
     async def add_flag(self, job_id: str, flag: str) -> None:
-        await self._write(_ADD_FLAG, (flag, job_id, flag))
+        await self._write(ADD_FLAG, (flag, job_id, flag))
 
     async def add_duplicate_cost(
         self, job_id: str, usd: float, credits: float, tasks: Sequence[str] = ()

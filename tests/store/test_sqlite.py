@@ -16,7 +16,8 @@ import pytest
 from pipeline.errors import StateError
 from pipeline.jobs import Job, JobParams
 from pipeline.store import BatchInUse, StateLocation, open_store
-from pipeline.store._sqlite import SCHEMA, SCHEMA_VERSION, SqliteStore
+from pipeline.store._sqlite import SqliteStore
+from pipeline.store._sqlite_layout import SCHEMA, SCHEMA_VERSION
 
 pytestmark = pytest.mark.anyio
 

@@ -1,0 +1,161 @@
+"""Reaching a PostgreSQL run state: the pool, the batch row, and the reads of a batch.
+
+``connect`` opens a pool on the URL with the schema migrated and the batch row known
+(``PgState``, shared by the store and the fleet coordination); ``select_records`` and
+``read_counters`` read inside a caller's connection; ``read_snapshot`` reads a batch with
+one plain connection (``pipeline status`` from any host). Every failure is a
+``StateError`` whose message never holds the URL's password.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from pipeline import _gc
+from pipeline.errors import StateError
+from pipeline.store._base import Counters, Snapshot
+from pipeline.store._pg_schema import migrate
+from pipeline.store._records import JobRecord, sort_rows
+
+Conn = psycopg.AsyncConnection[TupleRow]
+
+# The columns of a JobRow, in its order.
+COLUMNS = (
+    "id, seq, provider, fingerprint, status, remote_id, attempts, submitted_at, "
+    "completed_at, latency_s, job, images, cost, usage, error, flags, duplicate_cost, "
+    "image_count"
+)
+_CONNECT: dict[str, Any] = {"connect_timeout": 10, "application_name": "pipeline"}
+
+
+class PgState:
+    """The pool and the batch row that a store (and the fleet coordination) share."""
+
+    def __init__(self, pool: AsyncConnectionPool[Conn], batch_id: int, location: str) -> None:
+        self.pool = pool
+        self.batch_id = batch_id
+        self.location = location
+
+    def error(self, exc: BaseException) -> StateError:
+        return StateError(str(exc).replace("\n", " ").strip(), location=self.location)
+
+
+async def connect(url: str, location: str, *, name: str, output: str) -> PgState:
+    """A pool on ``url`` with the schema migrated and the batch ``(name, output)`` known.
+    Raises ``StateError`` (unreachable, refused, a newer schema)."""
+    try:
+        # One plain connection first: a refused or unreachable server fails at once, with
+        # its own reason (a pool would retry until its timeout).
+        conn = await psycopg.AsyncConnection.connect(url, **_CONNECT)
+    except psycopg.Error as exc:
+        raise StateError(f"cannot connect: {_reason(exc)}", location=location) from exc
+    try:
+        async with conn:
+            await migrate(conn, location)
+            cur = await conn.execute(
+                "INSERT INTO pipeline_batches (name, output) VALUES (%s, %s) "
+                "ON CONFLICT (output, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+                (name, output),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            batch_id = int(str(row[0]))
+            await conn.execute(
+                "INSERT INTO pipeline_budget (batch_id) VALUES (%s) ON CONFLICT DO NOTHING",
+                (batch_id,),
+            )
+            await conn.commit()
+    except psycopg.Error as exc:
+        raise StateError(_reason(exc), location=location) from exc
+
+    async def configure(conn: Conn) -> None:
+        await conn.execute("SET synchronous_commit = on")
+        await conn.commit()
+
+    pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=4,
+        open=False,
+        configure=configure,
+        timeout=30.0,
+        kwargs=_CONNECT,
+    )
+    try:
+        await pool.open(wait=True, timeout=30.0)
+    except Exception as exc:
+        await pool.close()
+        raise StateError(f"cannot connect: {_reason(exc)}", location=location) from exc
+    return PgState(pool, batch_id, location)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0] if "\n" in text else text
+
+
+async def select_records(conn: Conn, batch_id: int) -> list[JobRecord]:
+    cur = await conn.execute(
+        f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s",
+        (batch_id,),
+    )
+    rows = await cur.fetchall()
+    with _gc.paused():
+        return list(map(JobRecord, sort_rows(rows)))
+
+
+async def read_counters(conn: Conn, batch_id: int) -> Counters:
+    cur = await conn.execute(
+        "SELECT provider, requests, rate_limited FROM pipeline_counters WHERE batch_id = %s",
+        (batch_id,),
+    )
+    return {str(p): (int(str(r)), int(str(rl))) for p, r, rl in await cur.fetchall()}
+
+
+def read_snapshot(url: str, location: str, output: str) -> Snapshot:
+    """The state of the batch whose output is ``output``, read with a plain connection
+    (``pipeline status`` from any host). Raises ``StateError``: unreachable, no such
+    batch, or several batches of different names on that output."""
+    try:
+        with psycopg.connect(url, connect_timeout=10, application_name="pipeline") as conn:
+            version = conn.execute("SELECT to_regclass('pipeline_schema') IS NOT NULL").fetchone()
+            if version is None or not version[0]:
+                raise StateError("no batch state here (no pipeline schema)", location=location)
+            found = conn.execute(
+                "SELECT id, name FROM pipeline_batches WHERE output = %s ORDER BY id", (output,)
+            ).fetchall()
+            if not found:
+                raise StateError(f"no batch with output {output!r}", location=location)
+            if len(found) > 1:
+                names = ", ".join(str(n) for _, n in found)
+                raise StateError(
+                    f"several batches write to {output!r} ({names})", location=location
+                )
+            batch_id = int(str(found[0][0]))
+            meta = {
+                str(k): str(v)
+                for k, v in conn.execute(
+                    "SELECT key, value FROM pipeline_meta WHERE batch_id = %s", (batch_id,)
+                ).fetchall()
+            }
+            rows = conn.execute(
+                f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s",
+                (batch_id,),
+            ).fetchall()
+            counters = {
+                str(p): (int(str(r)), int(str(rl)))
+                for p, r, rl in conn.execute(
+                    "SELECT provider, requests, rate_limited FROM pipeline_counters "
+                    "WHERE batch_id = %s",
+                    (batch_id,),
+                ).fetchall()
+            }
+    except psycopg.Error as exc:
+        raise StateError(f"cannot read: {_reason(exc)}", location=location) from exc
+    with _gc.paused():
+        records = list(map(JobRecord, sort_rows(rows)))
+    return Snapshot(meta, records, counters)
