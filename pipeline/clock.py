@@ -83,7 +83,8 @@ class VirtualClock:
     (``pipeline._threads`` counts them): time never moves while one runs. A socket may
     still be about to answer, so before each jump the driver lets ``settle_s`` of real
     time pass and jumps only if no task touched the clock meanwhile: with a real server
-    on loopback in the same test, replies arrive before time moves on. (The driver reads
+    on loopback in the same test, replies arrive before time moves on; before a jump that
+    fires a deadline (which cancels work), it waits ten times as long. (The driver reads
     asyncio's task states, as ``anyio.wait_all_tasks_blocked`` does, without its 0.1 s
     polling.)
     """
@@ -169,8 +170,21 @@ class VirtualClock:
             wake = self._next_event()
             if wake is None:
                 continue
+            if self._deadline_first(wake):
+                # A deadline ends work (cancels it) where a sleeper only wakes: before
+                # one fires, give sockets ten times longer to answer (a loaded machine
+                # can take more than ``settle_s`` to carry a request over loopback).
+                await anyio.sleep(self.settle_s * DEADLINE_SETTLE)
+                if self._activity != seen or not _others_blocked():
+                    continue
             self._now = max(self._now, wake)
             self._wake_due()
+
+    def _deadline_first(self, wake: float) -> bool:
+        """Whether the jump to ``wake`` fires a deadline before any sleeper wakes."""
+        if not self._deadlines or self._deadlines[0].at > wake:
+            return False
+        return not self._sleepers or self._sleepers[0][0] > self._deadlines[0].at
 
     def running(self) -> _Driver:
         """Async context manager that jumps time forward while its body runs."""
@@ -184,6 +198,7 @@ class VirtualClock:
 
 
 _THREAD_POLL_S = 0.0005
+DEADLINE_SETTLE = 10  # x settle_s of quiet before a deadline fires
 
 
 def _others_blocked() -> bool:
