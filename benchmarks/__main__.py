@@ -1,7 +1,8 @@
 """``python -m benchmarks`` (``make bench``): run every figure, print the table, save JSON.
 
 Options: ``--only 1,3`` runs some figures; ``--quick`` shrinks every workload for a
-smoke test (its figures are not the issue's); ``--out`` moves the JSON file;
+smoke test (its figures are not the issue's); ``--scale`` runs figure 12 (figure 5's
+plan at a million jobs), like ``--only 12``; ``--out`` moves the JSON file;
 ``--strict`` exits 1 when a target is missed. Exit 2 when a figure could not be measured.
 """
 
@@ -19,6 +20,7 @@ from benchmarks import (
     fleet,
     memory,
     overhead,
+    planscale,
     polling,
     rate,
     realsize,
@@ -30,6 +32,7 @@ from benchmarks.procs import REPO, cores
 from benchmarks.results import Figure, environment, render_table, write_results
 
 DEFAULT_OUT = REPO / "out" / "bench" / "results.json"
+SCALE = 12  # the figure --scale runs
 
 
 def log(line: str) -> None:
@@ -64,6 +67,10 @@ def _suite(quick: bool, out: Path) -> dict[int, tuple[str, Callable[[], list[Fig
             "real-size images, local and S3 (figure 11)",
             lambda: realsize.measure(2000 // q, 2000 // q, log),
         ),
+        12: (
+            "pipeline plan at a million jobs (figure 12)",
+            lambda: planscale.measure(planscale.JOBS // q, log),
+        ),
     }
 
 
@@ -71,11 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--only", default="", help="comma-separated figure numbers (1 = 1-2)")
     parser.add_argument("--quick", action="store_true", help="smaller workloads (smoke test)")
+    parser.add_argument("--scale", action="store_true", help="figure 12: plan a million jobs")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     suite = _suite(args.quick, args.out)
-    wanted = [int(x) for x in args.only.split(",") if x.strip()] or list(suite)
+    wanted = [int(x) for x in args.only.split(",") if x.strip()]
+    if args.scale and SCALE not in wanted:
+        wanted.append(SCALE)
+    wanted = wanted or list(suite)
     unknown = [n for n in wanted if n not in suite]
     if unknown:
         parser.error(f"no figure {unknown}; choose from {sorted(suite)} (1 covers 1-2)")

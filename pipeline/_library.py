@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline import _gc
 from pipeline._results import BatchStatus, RunResult
 from pipeline.errors import UsageError
 from pipeline.jobs import Batch
@@ -52,7 +53,10 @@ def plan(
 ) -> Plan:
     """Validate and expand ``manifest``: jobs, images and estimated cost per provider and
     sweep variant. Sends nothing; raises ``ManifestError``."""
-    return make_plan(load_manifest(manifest, out=out, base_dir=base_dir))
+    # The batch lives only for this call: made, counted and freed with collections paused,
+    # its million objects are never scanned by a collection that could find nothing.
+    with _gc.paused():
+        return make_plan(load_manifest(manifest, out=out, base_dir=base_dir))
 
 
 def status(out: str | os.PathLike[str], *, state: str | None = None) -> BatchStatus:

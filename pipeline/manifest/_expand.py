@@ -31,6 +31,7 @@ from pipeline.manifest._entries import ParsedPrompt
 from pipeline.manifest._fields import BUILTIN_DEFAULTS
 from pipeline.manifest._issues import IssueLog, Lines
 from pipeline.manifest._models import Settings
+from pipeline.manifest._newjob import new_job
 from pipeline.manifest._validate import check_template, params_errors, prompt_errors
 from pipeline.providers.specs import SPECS
 
@@ -79,11 +80,26 @@ def _with_hash(base: str, job: Job, length: int = _HASH_LEN) -> str:
     return f"{head}-{_digest(job)[:length]}"
 
 
+def _all_final(drafts: list[Job]) -> bool:
+    """Whether every base id is final: none too long, no two the same ignoring case.
+
+    The set holds the ids themselves where folding leaves them as they are (nearly all of
+    a large batch's), so checking a million ids costs the set's table and no new strings.
+    """
+    seen: set[str] = set()
+    for job in drafts:
+        key = job.id.casefold()
+        if len(job.id) > MAX_ID or key in seen:
+            return False
+        seen.add(job.id if key == job.id else key)
+    return True
+
+
 def assign_ids(drafts: list[Job]) -> list[Job]:
     """Give each draft (whose ``id`` holds its base id) its final, unique id."""
+    if _all_final(drafts):
+        return drafts
     folded = [job.id.casefold() for job in drafts]
-    if len(set(folded)) == len(folded) and all(len(job.id) <= MAX_ID for job in drafts):
-        return drafts  # no collision, nothing too long: every base id is final
     counts = Counter(folded)
     ids = [
         _with_hash(job.id, job) if len(job.id) > MAX_ID or counts[key] > 1 else job.id
@@ -218,24 +234,23 @@ def expand_prompt(
         renders.append((prompt, chosen, _slugs(chosen.values()), refused))
     line = p.line()
     jobs: list[Job] = []
+    prompt_id, path = p.prompt_id, p.path
     for combo in combos:
         for prompt, chosen, slugs, refused in renders:
             errors = refused[combo.provider]
             if combo.errors or errors:
                 _report(p, (*combo.errors, *errors), swept, from_defaults, log, shared)
             parts = combo.slugs + slugs
-            jobs.append(
-                Job(
-                    id=f"{p.prompt_id}--{'-'.join(parts)}" if parts else p.prompt_id,
-                    prompt_id=p.prompt_id,
-                    provider=combo.provider,
-                    prompt=prompt,
-                    params=combo.params,
-                    variant={**combo.variant, **chosen},
-                    source=p.path,
-                    line=line,
-                )
-            )
+            # Records are read-only: jobs that vary on one side only share its variant.
+            if not chosen:
+                variant = combo.variant
+            elif not combo.variant:
+                variant = chosen
+            else:
+                variant = {**combo.variant, **chosen}
+            job_id = f"{prompt_id}--{'-'.join(parts)}" if parts else prompt_id
+            provider, params = combo.provider, combo.params
+            jobs.append(new_job(job_id, prompt_id, provider, prompt, params, variant, path, line))
     return jobs
 
 
@@ -261,11 +276,17 @@ def _report(
 
 
 def expand(prompts: list[ParsedPrompt], sweep: SweepAxes, log: IssueLog) -> list[Job]:
-    """All jobs of all prompts, in manifest order, with final ids; problems are logged."""
+    """All jobs of all prompts, in manifest order, with final ids; problems are logged.
+
+    Empties ``prompts`` as it goes, so that each prompt is freed once its jobs are made:
+    at a million jobs the validated prompts would otherwise stay alive beside them.
+    """
     drafts: list[Job] = []
     shared: _Shared = {}
     cache: _Combos = {}
-    for p in prompts:
+    prompts.reverse()
+    while prompts:
+        p = prompts.pop()
         drafts.extend(expand_prompt(p, sweep, log, MAX_JOBS - len(drafts), shared, cache))
     for (field, message), affected in shared.items():
         # A value from defaults or sweep is wrong only for some prompts: say which.

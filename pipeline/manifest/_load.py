@@ -96,14 +96,16 @@ def _load(shown: str, out: str | None, log: IssueLog) -> Batch:
         raise Refused()
     text = decode(read_bytes(shown, log), shown, log)
     reader = _from_csv if suffix in CSV_SUFFIXES else _from_yaml
-    return _build(shown, out, log, reader(text, shown, log))
+    read = reader(text, shown, log)
+    del text  # a CSV manifest's text need not live beside its jobs
+    return _build(shown, out, log, read)
 
 
 def _build(shown: str, out: str | None, log: IssueLog, read: _Read) -> Batch:
     manifest, parsed, sweep, expandable = read
     check_unique_ids(parsed, log)
     if expandable:
-        jobs = expand(parsed, sweep, log)
+        jobs = expand(parsed, sweep, log)  # frees each prompt once it is expanded
     else:
         # Without valid defaults or sweep the jobs are unknown; templates can still be checked.
         jobs = []

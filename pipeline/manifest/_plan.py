@@ -55,15 +55,16 @@ class _Tally:
         self.usd_known = True
         self.credits: float | None = None
 
-    def add(self, n: int, cost: Cost) -> None:
-        self.jobs += 1
-        self.images += n
+    def add(self, n: int, cost: Cost, jobs: int = 1) -> None:
+        """Count ``jobs`` jobs of ``n`` images each, each costing ``cost``."""
+        self.jobs += jobs
+        self.images += n * jobs
         if cost.usd is None:
             self.usd_known = False
         else:
-            self.usd += cost.usd
+            self.usd += cost.usd * jobs
         if cost.credits is not None:
-            self.credits = (self.credits or 0.0) + cost.credits
+            self.credits = (self.credits or 0.0) + cost.credits * jobs
 
     def row(self, variant: dict[str, str] | None = None) -> PlanRow:
         return PlanRow(
@@ -76,14 +77,26 @@ class _Tally:
         )
 
 
-def _axes(jobs: Iterable[Job]) -> tuple[str, ...]:
-    """The sweep axes of the batch, in the order they appear in the job variants."""
-    seen: dict[str, None] = {}
+_GroupKey = tuple[str, int, tuple[str, ...]]
+
+
+def _groups(jobs: Iterable[Job]) -> list[tuple[Job, int]]:
+    """One job of each group of alike jobs, with the group's size, in the order the
+    groups first appear. Alike: the same provider, the same params object and the same
+    variant keys. Jobs with the same settings share one params object, so a large batch
+    is a few groups: counted once, then priced per group, not per job.
+    """
+    first: dict[_GroupKey, Job] = {}
+    sizes: dict[_GroupKey, int] = {}
     for job in jobs:
-        for key in job.variant:
-            if key in SWEEP_AXES and key not in seen:
-                seen[key] = None
-    return tuple(seen)
+        key = (job.provider, id(job.params), tuple(job.variant))
+        size = sizes.get(key)
+        if size is None:
+            first[key] = job
+            sizes[key] = 1
+        else:
+            sizes[key] = size + 1
+    return [(job, sizes[key]) for key, job in first.items()]
 
 
 def make_plan(batch: Batch) -> Plan:
@@ -92,13 +105,15 @@ def make_plan(batch: Batch) -> Plan:
     A sweep variant is the job's value on each swept axis (prompt vars left out); a prompt
     that sets an axis itself is counted under its own value.
     """
-    axes = _axes(batch.jobs)
+    groups = _groups(batch.jobs)
+    # The sweep axes of the batch, in the order they appear in the job variants.
+    axes = tuple(dict.fromkeys(k for job, _ in groups for k in job.variant if k in SWEEP_AXES))
     total = _Tally()
     providers: dict[str, _Tally] = {}
     variants: dict[tuple[object, ...], _Tally] = {}
     # A batch repeats a few (provider, resolution, n) combinations many times over.
     costs: dict[tuple[str, str, int], Cost] = {}
-    for job in batch.jobs:
+    for job, count in groups:
         params = job.params
         key = (job.provider, params.resolution, params.n)
         cost = costs.get(key)
@@ -106,15 +121,15 @@ def make_plan(batch: Batch) -> Plan:
             settings = batch.providers.get(job.provider)
             usd_per_credit = settings.usd_per_credit if settings else None
             cost = costs[key] = SPECS[job.provider].estimate(params, usd_per_credit)
-        total.add(params.n, cost)
+        total.add(params.n, cost, count)
         if job.provider not in providers:
             providers[job.provider] = _Tally()
-        providers[job.provider].add(params.n, cost)
+        providers[job.provider].add(params.n, cost, count)
         if axes:
             where = tuple(job.provider if a == "provider" else getattr(params, a) for a in axes)
             if where not in variants:
                 variants[where] = _Tally()
-            variants[where].add(params.n, cost)
+            variants[where].add(params.n, cost, count)
     summary = total.row()
     budget = batch.budget
     over = (budget.max_usd is not None and summary.known_usd > budget.max_usd) or (

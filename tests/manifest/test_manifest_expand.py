@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import ManifestError
-from pipeline.jobs import Budget, JobParams, ProviderSettings
+from pipeline.jobs import Budget, Job, JobParams, ProviderSettings
 from pipeline.manifest import MAX_ID, load_manifest, slug
+from pipeline.manifest._newjob import new_job
 from pipeline.providers.specs import SPECS
 
 from ._support import Write
@@ -358,3 +361,43 @@ def test_provider_settings_for_used_providers(write: Write) -> None:
     plain = load_manifest(write("p.yaml", "name: p\nprompts: [x]\n"))
     assert plain.providers["wavespeed"].base_url == SPECS["wavespeed"].default_base_url
     assert plain.budget == Budget()
+
+
+def test_jobs_with_the_same_settings_share_their_records(write: Write) -> None:
+    """Jobs alike but for the prompt share one params object and one variant dict."""
+    path = write(
+        "m.yaml",
+        """
+        name: m
+        sweep: {aspect_ratio: ["1:1", "16:9"], provider: [wavespeed, skills_video]}
+        prompts: [a, b, c, {prompt: "d {s}", vars: {s: [x, y]}}]
+        """,
+    )
+    jobs = load_manifest(path).jobs
+    by_variant: dict[tuple[str, ...], list[Job]] = {}
+    for job in jobs[:12]:  # the prompts without vars
+        by_variant.setdefault(tuple(job.variant.values()), []).append(job)
+    assert len(by_variant) == 4
+    for alike in by_variant.values():
+        assert [j.prompt for j in alike] == ["a", "b", "c"]
+        assert all(j.params is alike[0].params for j in alike)
+        assert all(j.variant is alike[0].variant for j in alike)
+    with_vars = jobs[12:]
+    assert [j.variant for j in with_vars[:2]] == [
+        {"aspect_ratio": "1:1", "provider": "wavespeed", "s": "x"},
+        {"aspect_ratio": "1:1", "provider": "wavespeed", "s": "y"},
+    ]
+    assert with_vars[0].params is by_variant[("1:1", "wavespeed")][0].params
+
+
+def test_new_job_is_the_same_record_as_job() -> None:
+    """new_job (no dataclass __init__) makes a Job equal to one made by Job(...)."""
+    params = JobParams(aspect_ratio="16:9", n=2)
+    values = ("p--16x9", "p", "wavespeed", "a cat", params, {"aspect_ratio": "16:9"}, "m.yaml", 3)
+    made = new_job(*values)
+    assert type(made) is Job
+    assert made == Job(*values)
+    assert tuple(getattr(made, f.name) for f in dataclasses.fields(Job)) == values
+    assert replace(made, id="q") == Job("q", *values[1:])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.id = "other"  # type: ignore[misc]

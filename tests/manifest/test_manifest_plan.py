@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from pipeline.jobs import Batch, Job, JobParams, ProviderSettings
 from pipeline.manifest import load_manifest
 from pipeline.manifest._plan import PlanRow, make_plan, plan_to_json
 
@@ -131,3 +132,34 @@ def test_plan_to_json_is_plain_json(write: Write) -> None:
         "credits": None,
     }
     assert data["budget"] == {"max_usd": 0.01, "max_credits": None, "exceeded": True}
+
+
+def test_plan_counts_alike_jobs_per_group_as_per_job() -> None:
+    """Jobs counted by group (provider, params, variant keys) give the per-job sums, in
+    the order first seen, whether or not alike jobs share one params object."""
+    one = JobParams()
+    variant = {"aspect_ratio": "1:1"}
+    jobs = [
+        *(Job(f"a{i}", "a", "wavespeed", "x", one, variant) for i in range(1000)),
+        Job("b", "b", "skills_video", "x", JobParams(n=2), {"aspect_ratio": "1:1"}),
+        *(
+            Job(f"c{i}", "c", "wavespeed", "x", JobParams(), {"aspect_ratio": "1:1"})
+            for i in range(3)
+        ),
+        Job("d", "d", "wavespeed", "x", JobParams(aspect_ratio="4:3"), {"aspect_ratio": "4:3"}),
+        Job("e", "e", "wavespeed", "x", one, {"aspect_ratio": "1:1", "s": "v"}),
+    ]
+    settings = ProviderSettings(1.0, 1, 60.0, usd_per_credit=0.001)
+    batch = Batch(
+        "b", "m.yaml", "out", tuple(jobs), {"wavespeed": settings, "skills_video": settings}
+    )
+    plan = make_plan(batch)
+    assert list(plan.providers) == ["wavespeed", "skills_video"]
+    assert plan.providers["wavespeed"] == PlanRow(1005, 1005, 28.14, None, 28.14)
+    assert plan.providers["skills_video"] == PlanRow(1, 2, 0.04, 40.0, 0.04)
+    assert plan.total == PlanRow(1006, 1007, 28.18, 40.0, 28.18)
+    rows = [(r.variant, r.jobs, r.images) for r in plan.variants]
+    assert rows == [
+        ({"aspect_ratio": "1:1"}, 1005, 1006),
+        ({"aspect_ratio": "4:3"}, 1, 1),
+    ]
