@@ -19,6 +19,7 @@ from pipeline.errors import DownloadError
 from pipeline.outputs._imagecheck import MAX_STEM
 from pipeline.outputs._local import LocalFolder
 from pipeline.outputs._partfile import DIR_FLAGS, PartFile
+from tests.outputs.s3_front import serve_local
 from tests.scheduler_support import check_images_match_ledger, emulator_options, make_batch
 
 pytestmark = pytest.mark.anyio
@@ -42,13 +43,9 @@ async def image_url() -> AsyncIterator[str]:
         return web.Response(body=body, content_type="image/png")
 
     app.router.add_get("/img.png", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, base = await serve_local(app)
     try:
-        yield f"http://127.0.0.1:{port}/img.png"
+        yield f"{base}/img.png"
     finally:
         await runner.cleanup()
 

@@ -24,6 +24,7 @@ from pipeline.errors import DownloadError
 from pipeline.outputs._imagecheck import looks_complete, sniff_format
 from pipeline.outputs._local import SPILL_BYTES, LocalFolder
 from pipeline.outputs._partfile import DIR_FLAGS, PartFile
+from tests.outputs.s3_front import serve_local
 
 pytestmark = pytest.mark.anyio
 
@@ -274,15 +275,11 @@ async def test_a_large_body_is_stored_whole_through_the_default_spill(tmp_path: 
         return web.Response(body=body, content_type="image/png")
 
     app.router.add_get("/noise.png", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, base = await serve_local(app)
     try:
         async with aiohttp.ClientSession() as session:
             folder = LocalFolder(tmp_path, session=session)
-            stored = await folder.fetch(f"http://127.0.0.1:{port}/noise.png", "big")
+            stored = await folder.fetch(f"{base}/noise.png", "big")
     finally:
         await runner.cleanup()
     assert len(body) > 2 * SPILL_BYTES
