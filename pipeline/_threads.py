@@ -19,12 +19,19 @@ Ts = TypeVarTuple("Ts")
 _under_way = 0
 
 
-async def run_sync(fn: Callable[[*Ts], T], *args: *Ts, limiter: CapacityLimiter | None = None) -> T:
-    """``anyio.to_thread.run_sync``, counted."""
+async def run_sync(
+    fn: Callable[[*Ts], T],
+    *args: *Ts,
+    limiter: CapacityLimiter | None = None,
+    abandon_on_cancel: bool = False,
+) -> T:
+    """``anyio.to_thread.run_sync``, counted (an abandoned call counts until it is)."""
     global _under_way
     _under_way += 1
     try:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+        return await anyio.to_thread.run_sync(
+            fn, *args, limiter=limiter, abandon_on_cancel=abandon_on_cancel
+        )
     finally:
         _under_way -= 1
 

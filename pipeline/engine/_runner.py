@@ -26,7 +26,7 @@ from pipeline.engine._relocate import keep_files_with_their_jobs
 from pipeline.engine._resume import WorkItem, plan_work, to_check, work_for
 from pipeline.errors import StateError, UsageError
 from pipeline.jobs import Batch
-from pipeline.ledger import STAMP_KEY, LedgerHeader, LedgerSink, summarize
+from pipeline.ledger import STAMP_KEY, LedgerHeader, LedgerSink, summarize, summarize_tally
 from pipeline.outputs import Output, open_output
 from pipeline.providers.specs import SPECS
 from pipeline.store import JobRecord, RunStore, open_store, spent, state_location
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from pipeline.engine._fleet import FleetRun
 
 LaneView = Callable[[], dict[str, LaneStats]]
+# An interrupted run skips its last ledger rewrite when one takes longer than this: it
+# must exit within seconds, whatever the batch's size (its state is committed anyway).
+FINAL_LEDGER_MAX_S = 1.5
 __all__ = ["LaneView", "RunOptions", "RunReport", "exit_code", "resolve_endpoints", "run_batch"]
 
 
@@ -129,6 +132,7 @@ class _Run:
     output: Output
     stack: AsyncExitStack  # what to close when the run ends
     header: LedgerHeader
+    sink: LedgerSink  # ledger.json's writer: while the run goes on, and its last write
     outcome: RunOutcome = field(default_factory=RunOutcome)
     interrupted: list[int] = field(default_factory=list)  # the signals received
 
@@ -155,7 +159,8 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
         await state.set_meta({**start, STAMP_KEY: ""})
         unchanged = state.writes
         header = LedgerHeader(batch.name, batch.manifest_path, started_at, started_at, False)
-        run = _Run(batch, options, endpoints, state, output, stack, header)
+        sink = LedgerSink(state, output, header, clock=options.clock)
+        run = _Run(batch, options, endpoints, state, output, stack, header, sink)
         models = {name: spec.model for name, spec in SPECS.items()}
         with _gc.paused(keep=True):  # the records live as long as the run
             records = await state.sync_batch(batch.jobs, models)
@@ -175,6 +180,26 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
         if work:
             await _send(run, records, work, broken)
         with anyio.CancelScope(shield=True):
+            if run.interrupted and sink.finish_cost_s() > FINAL_LEDGER_MAX_S:
+                # Stopping comes first: a large batch's ledger waits for the next run.
+                outcome = run.outcome
+                totals, providers = summarize_tally(await state.tally(), await state.counters())
+                outcome.completed = totals["completed"]
+                outcome.failed = totals["failed"]
+                outcome.pending = totals["pending"]
+                doc: dict[str, object] = {
+                    "name": batch.name,
+                    "totals": totals,
+                    "providers": providers,
+                }
+                log.warning(
+                    "interrupted: ledger.json not rewritten (a rewrite takes about %.0f s); "
+                    "the state is committed: `pipeline status` shows it, the next run "
+                    "rewrites the ledger",
+                    sink.finish_cost_s(),
+                )
+                log_outcome(log, outcome, [], True)
+                return RunReport(outcome, doc, True)
             # In a fleet, others write too: read what the batch is now.
             if state.writes == synced_writes and state.fleet is None:
                 final: Sequence[JobRecord] = list(records.values())
@@ -189,7 +214,6 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
             # Nothing sent and nothing changed: the last run's ledger may hold as it is.
             kept = not work and state.writes == unchanged
             stamp = meta.get(STAMP_KEY) if kept else None
-            sink = LedgerSink(state, output, header, clock=options.clock)
             done = outcome.pending == 0
             try:
                 doc = await sink.finish(final, finished=done, stamp=stamp or None)
@@ -237,7 +261,8 @@ async def _send(
     def view() -> dict[str, LaneStats]:
         return {name: lane.stats() for name, lane in lanes.items()}
 
-    ledger = LedgerSink(run.state, run.output, run.header, clock=options.clock, requests=requests)
+    ledger = run.sink
+    ledger.count_requests(requests)
     scheduler = Scheduler(
         batch,
         lanes=lanes,

@@ -16,6 +16,7 @@ from pipeline.ledger._document import (
     encode_document,
     ledger_document,
     summarize,
+    summarize_tally,
 )
 from pipeline.ledger._sink import STAMP_KEY, LedgerSink
 from pipeline.ledger._status import read_status
@@ -37,6 +38,7 @@ __all__ = [
     "ledger_document",
     "read_status",
     "summarize",
+    "summarize_tally",
 ]
 
 

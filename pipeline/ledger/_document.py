@@ -17,7 +17,7 @@ from json.encoder import encode_basestring
 from typing import Any, overload
 
 from pipeline.jobs import JobStatus
-from pipeline.store import JobRecord, spent
+from pipeline.store import JobRecord, TallyRow, spent_texts, tally_records
 
 _CHUNK = 2000  # job lines joined per write
 # How a stored job document begins when it is in the ledger's shape (store/_edits.py).
@@ -139,35 +139,39 @@ _COUNTED = ("jobs", "completed", "failed", "pending", "images")
 def summarize(
     records: Iterable[JobRecord], counters: Mapping[str, tuple[int, int]]
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The ledger's ``totals`` and ``providers`` of ``records`` (``summarize_tally`` of
+    their tally)."""
+    return summarize_tally(tally_records(records), counters)
+
+
+def summarize_tally(
+    tally: Iterable[TallyRow], counters: Mapping[str, tuple[int, int]]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The ledger's ``totals`` and ``providers``: the one count of a batch's outcome (the
-    run's result, ledger.json and ``status`` all read it). Superseded rows (edited or
-    removed from the manifest) are not part of the batch: they count only for the money
-    they cost."""
+    run's result, ledger.json and ``status`` all read it), from the store's tally (a few
+    rows for a million jobs). Superseded rows (edited or removed from the manifest) are
+    not part of the batch: they count only for the money they cost. Providers are listed
+    by name."""
     total_usd = total_credits = 0.0
     # Per provider: usd, credits, then the _COUNTED counts.
     tallies: dict[str, list[Any]] = {}
-    money: dict[tuple[str | None, str | None], tuple[float, float]] = {}
     completed, failed = JobStatus.COMPLETED.value, JobStatus.FAILED.value
-    for r in records:
-        row = r.row
-        tally = tallies.get(row.provider)
-        if tally is None:
-            tally = tallies[row.provider] = [0.0, 0.0, 0, 0, 0, 0, 0]
-        key = (row.cost_json, row.duplicate_cost_json)
-        spent_here = money.get(key)
-        if spent_here is None:  # a batch's jobs repeat a few costs
-            spent_here = money[key] = spent(r)
-        usd, credits = spent_here
+    for group in sorted(tally, key=_group_order):
+        tally_ = tallies.get(group.provider)
+        if tally_ is None:
+            tally_ = tallies[group.provider] = [0.0, 0.0, 0, 0, 0, 0, 0]
+        usd, credits = spent_texts(group.cost_json, group.duplicate_cost_json)
+        usd, credits = usd * group.jobs, credits * group.jobs
         total_usd += usd
         total_credits += credits
-        tally[0] += usd
-        tally[1] += credits
-        if r.superseded:
+        tally_[0] += usd
+        tally_[1] += credits
+        if group.superseded:
             continue
-        tally[2] += 1
-        status = row.status
-        tally[3 if status == completed else 4 if status == failed else 5] += 1
-        tally[6] += row.image_count
+        tally_[2] += group.jobs
+        status = group.status
+        tally_[3 if status == completed else 4 if status == failed else 5] += group.jobs
+        tally_[6] += group.images
     totals: dict[str, Any] = dict.fromkeys(_COUNTED, 0)
     totals["cost_usd"], totals["credits"] = _money(total_usd), _money(total_credits)
     providers: dict[str, dict[str, Any]] = {}
@@ -183,6 +187,17 @@ def summarize(
         for field in _COUNTED:
             totals[field] += p[field]
     return totals, providers
+
+
+def _group_order(group: TallyRow) -> tuple[str, str, bool, str, str]:
+    # A fixed order, whichever order the store grouped in: the same sums to the last bit.
+    return (
+        group.provider,
+        group.status,
+        group.superseded,
+        group.cost_json or "",
+        group.duplicate_cost_json or "",
+    )
 
 
 def ledger_document(

@@ -19,7 +19,8 @@ as it is. A rerun that finds nothing to do and changes nothing keeps that file a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import astuple, replace
 
 import anyio
@@ -42,6 +43,17 @@ STAMP_KEY = "ledger"  # meta key of the stamp
 LEDGER_LAYOUT = 2
 
 RequestCounts = Callable[[], Mapping[str, tuple[int, int]]]
+
+
+class _Stopped(Exception):
+    """A write abandoned by its (cancelled) caller."""
+
+
+def _until(stop: threading.Event, pieces: Iterable[str]) -> Iterator[str]:
+    for piece in pieces:
+        if stop.is_set():
+            raise _Stopped
+        yield piece
 
 
 def rewrite_pause(last_write_s: float) -> float:
@@ -74,6 +86,10 @@ class LedgerSink:
         self._flushed: dict[str, tuple[int, int]] = {}
         self._dirty = anyio.Event()
         self.last_write_s = 0.0
+        self._writing_since: float | None = None
+        # Held by the thread writing; one that was abandoned (cancelled) holds it until
+        # it has stopped, so it can never replace a later write's file.
+        self._one_at_a_time = threading.Lock()
 
     def mark_dirty(self) -> None:
         """Something changed: rewrite when the spacing allows."""
@@ -89,25 +105,47 @@ class LedgerSink:
                 await self.state.add_counters(name, now[0] - before[0], now[1] - before[1])
                 self._flushed[name] = now
 
+    def count_requests(self, requests: RequestCounts) -> None:
+        """From now on, commit the growth of these counters before each write."""
+        self._requests = requests
+
+    def finish_cost_s(self) -> float:
+        """What a rewrite costs by the last one (or by the one under way, so far)."""
+        under_way = 0.0 if self._writing_since is None else self.clock.now() - self._writing_since
+        return max(self.last_write_s, under_way)
+
     async def write(
         self, *, finished: bool = False, records: Sequence[JobRecord] | None = None
     ) -> dict[str, object]:
         """Rewrite ledger.json; ``records``: the state's current records, when the caller
-        has them. Returns the document (its ``jobs`` built on access)."""
-        started = self.clock.now()
-        await self.flush_counters()
-        if records is None:
-            records = await self.state.records()
-        counters = await self.state.counters()
-        header = replace(self.header, updated_at=utcnow(), finished=finished)
+        has them. Returns the document (its ``jobs`` built on access).
 
-        def _build_and_write() -> dict[str, object]:
-            with _gc.paused():
-                doc = ledger_document(header, records, counters)
-                self.output.write_atomic(LEDGER_NAME, encode_document(doc))
-            return doc
+        Cancelled, it returns at once: the write under way stops at its next piece and
+        removes its temporary file (no later write starts before it has)."""
+        started = self._writing_since = self.clock.now()
+        try:
+            await self.flush_counters()
+            if records is None:
+                records = await self.state.records()
+            counters = await self.state.counters()
+            header = replace(self.header, updated_at=utcnow(), finished=finished)
+            stop = threading.Event()
 
-        doc = await _threads.run_sync(_build_and_write)
+            def _build_and_write() -> dict[str, object]:
+                with self._one_at_a_time:
+                    if stop.is_set():
+                        raise _Stopped
+                    with _gc.paused():
+                        doc = ledger_document(header, records, counters)
+                        self.output.write_atomic(LEDGER_NAME, _until(stop, encode_document(doc)))
+                return doc
+
+            try:
+                doc = await _threads.run_sync(_build_and_write, abandon_on_cancel=True)
+            finally:
+                stop.set()
+        finally:
+            self._writing_since = None
         self.last_write_s = self.clock.now() - started
         return doc
 

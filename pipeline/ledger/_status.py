@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
 from pipeline.jobs import JobStatus
-from pipeline.ledger._document import summarize
-from pipeline.store import StateLocation, read_state
+from pipeline.ledger._document import summarize_tally
+from pipeline.store import StateLocation, read_summary
 
 EXAMPLES_PER_CODE = 3
 
@@ -19,23 +20,22 @@ def read_status(location: StateLocation, output: str) -> dict[str, Any]:
     Raises ``UsageError`` when there is no state of the batch writing to ``output`` at
     ``location``.
     """
-    snap = read_state(location, output)
-    totals, providers = summarize(snap.records, snap.counters)
+    summary = read_summary(location, output)
+    totals, providers = summarize_tally(summary.tally, summary.counters)
+    at_provider = (JobStatus.INTENT, JobStatus.SUBMITTED)
+    in_flight = sum(g.jobs for g in summary.tally if g.status in at_provider and not g.superseded)
     failures: dict[str, dict[str, Any]] = defaultdict(lambda: {"count": 0, "examples": []})
-    in_flight = 0
-    for r in snap.records:
-        if r.superseded:
+    for job_id, error_json in summary.failed:
+        error = json.loads(error_json)
+        if not error:
             continue
-        status = r.row.status
-        if status in (JobStatus.INTENT, JobStatus.SUBMITTED):  # at the provider
-            in_flight += 1
-        elif status == JobStatus.FAILED and r.error:
-            group = failures[str(r.error_code)]
-            group["count"] += 1
-            if len(group["examples"]) < EXAMPLES_PER_CODE:
-                group["examples"].append({"id": r.id, "message": r.error.get("message")})
+        code = error.get("code")
+        group = failures[str(code)]
+        group["count"] += 1
+        if len(group["examples"]) < EXAMPLES_PER_CODE:
+            group["examples"].append({"id": job_id, "message": error.get("message")})
     done = totals["completed"] + totals["failed"]
-    meta = snap.meta
+    meta = summary.meta
     return {
         "name": meta.get("name", ""),
         "manifest": meta.get("manifest", ""),

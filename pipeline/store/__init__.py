@@ -19,13 +19,21 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline._home import local_home
 from pipeline.errors import StateError, UsageError
-from pipeline.store._base import BudgetRow, Counters, Fleet, RunStore, Snapshot
+from pipeline.store._base import BudgetRow, Counters, Fleet, RunStore, Snapshot, Summary
 from pipeline.store._lock import BatchInUse
-from pipeline.store._records import JobRecord, JobRow, spent
+from pipeline.store._records import (
+    JobRecord,
+    JobRow,
+    TallyRow,
+    spent,
+    spent_texts,
+    tally_records,
+)
 
 STATE_ENV = "PIPELINE_STATE_URL"
 DEFAULT_STATE_NAME = "state.db"
@@ -110,20 +118,34 @@ def read_state(location: StateLocation, output: str) -> Snapshot:
 
     Raises ``UsageError`` when there is no batch state there, ``StateError`` when it
     cannot be read."""
+    snapshot: Snapshot = _read(location, output, "read_snapshot")
+    return snapshot
+
+
+def read_summary(location: StateLocation, output: str) -> Summary:
+    """The counts of that batch as they are now (``read_state`` without the records: a
+    million jobs are counted by the database). Raises as ``read_state``."""
+    summary: Summary = _read(location, output, "read_summary")
+    return summary
+
+
+def _read(location: StateLocation, output: str, reader: str) -> Any:
+    """``reader`` of the backend's module (imported now: a sqlite reader never loads
+    psycopg)."""
     if location.scheme == "postgres":
-        from pipeline.store._pg_conn import read_snapshot as read_pg
+        from pipeline.store import _pg_conn
 
         try:
-            return read_pg(location.target, str(location), output)
+            return getattr(_pg_conn, reader)(location.target, str(location), output)
         except StateError as exc:
             raise UsageError(str(exc)) from exc
-    from pipeline.store._sqlite import read_snapshot
-
     path = Path(location.target)
     if not path.is_file():
         raise UsageError(f"{path.parent}: no batch here ({path.name} not found)")
+    from pipeline.store import _sqlite_layout
+
     try:
-        return read_snapshot(path)
+        return getattr(_sqlite_layout, reader)(path)
     except sqlite3.Error as exc:
         raise UsageError(f"{path}: cannot read the batch state: {exc}") from exc
 
@@ -145,9 +167,14 @@ __all__ = [
     "RunStore",
     "Snapshot",
     "StateLocation",
+    "Summary",
+    "TallyRow",
     "open_store",
     "read_state",
+    "read_summary",
     "redact_url",
     "spent",
+    "spent_texts",
     "state_location",
+    "tally_records",
 ]

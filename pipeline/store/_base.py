@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.jobs import Job
-from pipeline.store._records import JobRecord
+from pipeline.store._records import JobRecord, TallyRow
 
 Counters = dict[str, tuple[int, int]]  # provider -> (requests, rate_limited)
 
@@ -118,6 +118,18 @@ class Snapshot:
     counters: Counters = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A batch's counts at one moment, as a reader in another process sees them: its
+    tally, and the failed jobs of the batch, (id, error as stored) each in ``seq``
+    order (``pipeline status`` groups them by code)."""
+
+    meta: dict[str, str]
+    tally: list[TallyRow]
+    counters: Counters
+    failed: list[tuple[str, str]]
+
+
 class RunStore(Protocol):
     """The durable state of one batch. Open one with :func:`pipeline.store.open_store`."""
 
@@ -156,6 +168,10 @@ class RunStore(Protocol):
         ...
 
     async def records(self) -> list[JobRecord]: ...
+
+    async def tally(self) -> list[TallyRow]:
+        """The batch's counts, grouped (every row, archived ones included)."""
+        ...
 
     async def mark_intent(self, job_id: str, at: str | None = None) -> bool:
         """Committed before the submit request is sent (counts an attempt; ``at``, the

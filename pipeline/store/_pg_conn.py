@@ -17,9 +17,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from pipeline import _gc
 from pipeline.errors import StateError
-from pipeline.store._base import Counters, Snapshot
+from pipeline.jobs import Flag, JobStatus
+from pipeline.store._base import Counters, Snapshot, Summary
 from pipeline.store._pg_schema import migrate
-from pipeline.store._records import JobRecord, sort_rows
+from pipeline.store._records import JobRecord, TallyRow, sort_rows
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -108,6 +109,26 @@ async def select_records(conn: Conn, batch_id: int) -> list[JobRecord]:
         return list(map(JobRecord, sort_rows(rows)))
 
 
+_IS_SUPERSEDED = f"strpos(flags, '\"{Flag.SUPERSEDED}\"') > 0"
+TALLY = (
+    f"SELECT provider, status, {_IS_SUPERSEDED}, cost, duplicate_cost, count(*), "
+    "coalesce(sum(image_count), 0)::bigint FROM pipeline_jobs WHERE batch_id = %s "
+    "GROUP BY 1, 2, 3, 4, 5"
+)
+_FAILED = (
+    "SELECT id, error FROM pipeline_jobs WHERE batch_id = %s AND "
+    f"status = '{JobStatus.FAILED}' AND error IS NOT NULL AND NOT {_IS_SUPERSEDED} "
+    "ORDER BY seq"
+)
+
+
+def tally_rows(rows: list[TupleRow]) -> list[TallyRow]:
+    return [
+        TallyRow(str(p), str(st), bool(sup), c, d, int(n), int(i))
+        for p, st, sup, c, d, n, i in rows
+    ]
+
+
 async def read_counters(conn: Conn, batch_id: int) -> Counters:
     cur = await conn.execute(
         "SELECT provider, requests, rate_limited FROM pipeline_counters WHERE batch_id = %s",
@@ -116,46 +137,65 @@ async def read_counters(conn: Conn, batch_id: int) -> Counters:
     return {str(p): (int(str(r)), int(str(rl))) for p, r, rl in await cur.fetchall()}
 
 
+def _find_batch(conn: psycopg.Connection[TupleRow], location: str, output: str) -> int:
+    """The id of the one batch writing to ``output``. Raises ``StateError``: no schema,
+    no such batch, or several batches of different names on that output."""
+    version = conn.execute("SELECT to_regclass('pipeline_schema') IS NOT NULL").fetchone()
+    if version is None or not version[0]:
+        raise StateError("no batch state here (no pipeline schema)", location=location)
+    found = conn.execute(
+        "SELECT id, name FROM pipeline_batches WHERE output = %s ORDER BY id", (output,)
+    ).fetchall()
+    if not found:
+        raise StateError(f"no batch with output {output!r}", location=location)
+    if len(found) > 1:
+        names = ", ".join(str(n) for _, n in found)
+        raise StateError(f"several batches write to {output!r} ({names})", location=location)
+    return int(str(found[0][0]))
+
+
+def _meta(conn: psycopg.Connection[TupleRow], batch_id: int) -> dict[str, str]:
+    rows = conn.execute("SELECT key, value FROM pipeline_meta WHERE batch_id = %s", (batch_id,))
+    return {str(k): str(v) for k, v in rows.fetchall()}
+
+
+def _counters(conn: psycopg.Connection[TupleRow], batch_id: int) -> Counters:
+    rows = conn.execute(
+        "SELECT provider, requests, rate_limited FROM pipeline_counters WHERE batch_id = %s",
+        (batch_id,),
+    )
+    return {str(p): (int(str(r)), int(str(rl))) for p, r, rl in rows.fetchall()}
+
+
 def read_snapshot(url: str, location: str, output: str) -> Snapshot:
     """The state of the batch whose output is ``output``, read with a plain connection
-    (``pipeline status`` from any host). Raises ``StateError``: unreachable, no such
-    batch, or several batches of different names on that output."""
+    (``pipeline report`` and ``export`` from any host). Raises ``StateError``:
+    unreachable, no such batch, or several batches of different names on that output."""
     try:
         with psycopg.connect(url, connect_timeout=10, application_name="pipeline") as conn:
-            version = conn.execute("SELECT to_regclass('pipeline_schema') IS NOT NULL").fetchone()
-            if version is None or not version[0]:
-                raise StateError("no batch state here (no pipeline schema)", location=location)
-            found = conn.execute(
-                "SELECT id, name FROM pipeline_batches WHERE output = %s ORDER BY id", (output,)
-            ).fetchall()
-            if not found:
-                raise StateError(f"no batch with output {output!r}", location=location)
-            if len(found) > 1:
-                names = ", ".join(str(n) for _, n in found)
-                raise StateError(
-                    f"several batches write to {output!r} ({names})", location=location
-                )
-            batch_id = int(str(found[0][0]))
-            meta = {
-                str(k): str(v)
-                for k, v in conn.execute(
-                    "SELECT key, value FROM pipeline_meta WHERE batch_id = %s", (batch_id,)
-                ).fetchall()
-            }
+            batch_id = _find_batch(conn, location, output)
+            meta = _meta(conn, batch_id)
             rows = conn.execute(
-                f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s",
-                (batch_id,),
+                f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s", (batch_id,)
             ).fetchall()
-            counters = {
-                str(p): (int(str(r)), int(str(rl)))
-                for p, r, rl in conn.execute(
-                    "SELECT provider, requests, rate_limited FROM pipeline_counters "
-                    "WHERE batch_id = %s",
-                    (batch_id,),
-                ).fetchall()
-            }
+            counters = _counters(conn, batch_id)
     except psycopg.Error as exc:
         raise StateError(f"cannot read: {_reason(exc)}", location=location) from exc
     with _gc.paused():
         records = list(map(JobRecord, sort_rows(rows)))
     return Snapshot(meta, records, counters)
+
+
+def read_summary(url: str, location: str, output: str) -> Summary:
+    """The counts of the batch whose output is ``output`` (``pipeline status``), read in
+    one transaction. Raises ``StateError`` as ``read_snapshot`` does."""
+    try:
+        with psycopg.connect(url, connect_timeout=10, application_name="pipeline") as conn:
+            batch_id = _find_batch(conn, location, output)
+            meta = _meta(conn, batch_id)
+            tally = tally_rows(conn.execute(TALLY, (batch_id,)).fetchall())
+            counters = _counters(conn, batch_id)
+            failed = [(str(i), str(e)) for i, e in conn.execute(_FAILED, (batch_id,)).fetchall()]
+    except psycopg.Error as exc:
+        raise StateError(f"cannot read: {_reason(exc)}", location=location) from exc
+    return Summary(meta, tally, counters, failed)

@@ -25,8 +25,15 @@ from pipeline._batching import Batcher, Call
 from pipeline.jobs import Flag, Job, JobStatus
 from pipeline.store._base import Counters
 from pipeline.store._edits import job_document, job_fingerprints, plan_sync, stored_document
-from pipeline.store._pg_conn import Conn, PgState, read_counters, select_records
-from pipeline.store._records import JobRecord
+from pipeline.store._pg_conn import (
+    TALLY,
+    Conn,
+    PgState,
+    read_counters,
+    select_records,
+    tally_rows,
+)
+from pipeline.store._records import JobRecord, TallyRow
 
 # A grouped write: it sends its statement and returns the cursor, read once committed.
 Op = Callable[[Conn], Awaitable[psycopg.AsyncCursor[TupleRow]]]
@@ -179,6 +186,14 @@ class PostgresStore:
             return await select_records(conn, self.pg.batch_id)
 
         result: list[JobRecord] = await self._run(read)
+        return result
+
+    async def tally(self) -> list[TallyRow]:
+        async def read(conn: Conn) -> list[TallyRow]:
+            cur = await conn.execute(TALLY, (self.pg.batch_id,))
+            return tally_rows(await cur.fetchall())
+
+        result: list[TallyRow] = await self._run(read)
         return result
 
     async def mark_intent(self, job_id: str, at: str | None = None) -> bool:

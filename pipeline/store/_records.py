@@ -189,8 +189,42 @@ class JobRecord:
 
 def spent(r: JobRecord) -> tuple[float, float]:
     """USD and credits a job has cost, counting possible duplicate charges."""
-    cost = r.cost or {}
-    dup = r.duplicate_cost or {}
+    return spent_texts(r.row.cost_json, r.row.duplicate_cost_json)
+
+
+def spent_texts(cost_json: str | None, duplicate_cost_json: str | None) -> tuple[float, float]:
+    """``spent`` of a job whose cost columns hold these texts."""
+    cost = _loads_shared(cost_json) or {}
+    dup = _loads_shared(duplicate_cost_json) or {}
     usd = (cost.get("usd") or 0.0) + (dup.get("usd") or 0.0)
     credits = (cost.get("credits") or 0.0) + (dup.get("credits") or 0.0)
     return usd, credits
+
+
+class TallyRow(NamedTuple):
+    """How many jobs of a provider share one status and one cost (and their images): a
+    batch's counts, grouped by the store so that counting a million jobs reads a few
+    rows. ``superseded``: the group's rows left the batch (see ``JobRecord.superseded``)."""
+
+    provider: str
+    status: str
+    superseded: bool
+    cost_json: str | None
+    duplicate_cost_json: str | None
+    jobs: int
+    images: int
+
+
+def tally_records(records: Iterable[JobRecord]) -> list[TallyRow]:
+    """The tally of ``records``, as a store groups them (the same rows, in any order)."""
+    groups: dict[tuple[str, str, bool, str | None, str | None], list[int]] = {}
+    for r in records:
+        row = r.row
+        key = (row.provider, row.status, r.superseded, row.cost_json, row.duplicate_cost_json)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [1, row.image_count]
+        else:
+            group[0] += 1
+            group[1] += row.image_count
+    return [TallyRow(*key, jobs, images) for key, (jobs, images) in groups.items()]

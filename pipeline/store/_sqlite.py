@@ -32,7 +32,7 @@ from pipeline.jobs import Job, JobStatus
 from pipeline.store._base import Counters
 from pipeline.store._commit import GroupCommit
 from pipeline.store._lock import StateLock, acquire
-from pipeline.store._records import JobRecord
+from pipeline.store._records import JobRecord, TallyRow
 from pipeline.store._sqlite_layout import (
     ADD_FLAG,
     counters,
@@ -40,6 +40,7 @@ from pipeline.store._sqlite_layout import (
     read_snapshot,
     select_rows,
     sync,
+    tally,
 )
 
 __all__ = ["SqliteStore", "read_snapshot"]
@@ -173,6 +174,9 @@ class SqliteStore:
 
     async def records(self) -> list[JobRecord]:
         return await self._run(select_rows)
+
+    async def tally(self) -> list[TallyRow]:
+        return await self._run(tally)
 
     @property
     def fleet(self) -> None:

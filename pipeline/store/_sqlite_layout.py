@@ -14,10 +14,10 @@ from pathlib import Path
 
 from pipeline import _gc
 from pipeline.errors import StateError
-from pipeline.jobs import Flag, Job
-from pipeline.store._base import Counters, Snapshot
+from pipeline.jobs import Flag, Job, JobStatus
+from pipeline.store._base import Counters, Snapshot, Summary
 from pipeline.store._edits import job_document, job_fingerprints, plan_sync, stored_document
-from pipeline.store._records import JobRecord, sort_rows
+from pipeline.store._records import JobRecord, TallyRow, sort_rows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,6 +72,39 @@ def select_rows(conn: sqlite3.Connection) -> list[JobRecord]:
     with _gc.paused():
         rows = sort_rows(conn.execute(f"SELECT {_COLUMNS} FROM jobs").fetchall())
         return list(map(JobRecord, rows))
+
+
+_IS_SUPERSEDED = f"instr(flags, '\"{Flag.SUPERSEDED}\"') > 0"
+_TALLY = (
+    f"SELECT provider, status, {_IS_SUPERSEDED}, cost, duplicate_cost, count(*), "
+    "total(json_array_length(images)) FROM jobs GROUP BY 1, 2, 3, 4, 5"
+)
+_FAILED = (
+    f"SELECT id, error FROM jobs WHERE status = '{JobStatus.FAILED}' AND error IS NOT NULL "
+    f"AND NOT {_IS_SUPERSEDED} ORDER BY seq"
+)
+
+
+def tally(conn: sqlite3.Connection) -> list[TallyRow]:
+    return [
+        TallyRow(p, st, bool(sup), cost, dup, n, int(images))
+        for p, st, sup, cost, dup, n, images in conn.execute(_TALLY)
+    ]
+
+
+def read_summary(path: Path) -> Summary:
+    """Meta, tally, counters and failures, read from another process in one read
+    transaction. Raises ``sqlite3.Error`` for a file that is not a state database."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("BEGIN")  # one snapshot for every read below
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        summary = Summary(meta, tally(conn), counters(conn), conn.execute(_FAILED).fetchall())
+        conn.execute("COMMIT")
+        return summary
+    finally:
+        conn.close()
 
 
 def counters(conn: sqlite3.Connection) -> Counters:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from pipeline.clock import VirtualClock
-from pipeline.emulator import EmulatorServer
+from pipeline.emulator import EmulatorConfig, EmulatorServer
+from pipeline.engine import _runner
 from pipeline.engine._runner import run_batch
+from pipeline.ledger import read_status
+from pipeline.store import state_location
 from pipeline.store._sqlite import SqliteStore
 from tests.scheduler_support import check_images_match_ledger, emulator_options, make_batch
 
@@ -140,3 +145,42 @@ async def test_files_moved_on_resume_are_in_the_final_ledger(
     listed = {j["id"]: [img["path"] for img in j["images"]] for j in ledger["jobs"]}
     assert listed[archived.id] == [image["path"]]
     assert list(doc["jobs"]) == ledger["jobs"]  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("emulator_config", [EmulatorConfig(latency_s=0.5, image_scale=0.125)])
+async def test_an_interrupted_run_whose_rewrite_is_slow_exits_without_it(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C on a batch whose ledger takes long to write (a million jobs, here any batch):
+    the run stops with its state committed and its counts from the store's tally, leaves
+    ledger.json for the next run (it says so in run.log), and the next run rewrites it."""
+    monkeypatch.setattr(_runner, "FINAL_LEDGER_MAX_S", -1.0)
+    batch = make_batch(tmp_path, [("wavespeed", f"w{i}") for i in range(8)], max_concurrent=2)
+
+    sending = anyio.Event()
+
+    async def interrupt() -> None:
+        await sending.wait()
+        await anyio.sleep(0.3)  # the run's handler is up, the first tasks in flight
+        os.kill(os.getpid(), signal.SIGINT)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(interrupt)
+        options = emulator_options(emulator, handle_signals=True, on_start=lambda _: sending.set())
+        outcome, doc, interrupted = await run_batch(batch, options)
+    assert interrupted
+    status = read_status(state_location(None, str(tmp_path)), str(tmp_path))
+    assert "jobs" not in doc
+    assert doc["totals"] == status["totals"]
+    assert (outcome.completed, outcome.pending) == (
+        status["totals"]["completed"],
+        status["totals"]["pending"],
+    )
+    assert outcome.pending > 0
+    log = (tmp_path / "run.log").read_text()
+    assert "ledger.json not rewritten" in log
+    outcome, doc, interrupted = await run_batch(batch, emulator_options(emulator))
+    assert (interrupted, outcome.completed) == (False, 8)
+    ledger = check_images_match_ledger(tmp_path)
+    assert ledger["finished"] is True
+    assert len(ledger["jobs"]) == 8

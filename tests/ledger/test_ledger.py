@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from pipeline.clock import SystemClock
 from pipeline.jobs import Job, JobParams
 from pipeline.ledger._document import (
+    LEDGER_NAME,
     JobEntries,
     LedgerHeader,
     encode_document,
@@ -17,8 +24,8 @@ from pipeline.ledger._document import (
     job_entry,
     ledger_document,
 )
-from pipeline.ledger._sink import LEDGER_INTERVAL_S, rewrite_pause
-from pipeline.outputs._local import write_text_atomic
+from pipeline.ledger._sink import LEDGER_INTERVAL_S, LedgerSink, rewrite_pause
+from pipeline.outputs._local import LocalFolder, write_text_atomic
 from pipeline.store._records import JobRecord, JobRow
 from pipeline.store._sqlite import SqliteStore
 from tests.ledger._support import build_ledger
@@ -150,3 +157,56 @@ def test_rewrites_are_spaced_by_their_own_cost() -> None:
     assert rewrite_pause(1.5) == pytest.approx(30.0)
     for took in (0.01, 0.5, 1.5, 12.0, 60.0):
         assert took / (took + rewrite_pause(took)) < 0.05
+
+
+class _HeldFolder(LocalFolder):
+    """A real output folder whose ledger writes can be held after their first piece (the
+    moment a large ledger is being written), to cancel one in the middle."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.hold = True
+        self.writing = threading.Event()
+        self.go_on = threading.Event()
+
+    def write_atomic(self, name: str, pieces: Iterable[str]) -> None:
+        def held() -> Iterator[str]:
+            for k, piece in enumerate(pieces):
+                yield piece
+                if k == 0 and self.hold:
+                    self.writing.set()
+                    self.go_on.wait(timeout=30)
+
+        super().write_atomic(name, held())
+
+
+async def test_a_cancelled_rewrite_returns_at_once_and_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    """A rewrite cancelled mid-way (a run stopping) does not wait for its thread: the
+    abandoned write stops at its next piece, removes its temporary file, and the next
+    write waits for it, so the older document can never replace the newer one."""
+    store = await _varied_store(tmp_path)
+    folder = _HeldFolder(tmp_path)
+    sink = LedgerSink(store, folder, HEADER, clock=SystemClock())
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sink.write)
+            await anyio.to_thread.run_sync(folder.writing.wait, 30)
+            scope.cancel()
+    # Back while the abandoned thread is still held inside its write.
+    assert not folder.go_on.is_set()
+    assert LEDGER_NAME not in os.listdir(tmp_path)
+    assert sink.finish_cost_s() == 0.0  # no write under way, none finished
+    folder.hold = False
+    folder.go_on.set()
+    doc = await sink.write(finished=True)
+    written = json.loads((tmp_path / LEDGER_NAME).read_text())
+    assert written["finished"] is True
+    assert written == build_ledger(
+        replace(HEADER, updated_at=str(doc["updated_at"]), finished=True),
+        await store.records(),
+        await store.counters(),
+    )
+    assert [name for name in os.listdir(tmp_path) if name.endswith(".tmp")] == []
+    await store.close()

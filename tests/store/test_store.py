@@ -8,10 +8,11 @@ import pytest
 
 from pipeline.errors import StateError
 from pipeline.jobs import Job, JobParams, JobStatus
-from pipeline.ledger import LedgerHeader
+from pipeline.ledger import LedgerHeader, summarize, summarize_tally
+from pipeline.store import read_summary, tally_records
 from pipeline.store._edits import fingerprint, job_document
 from tests.ledger._support import build_ledger
-from tests.store.conftest import Backend
+from tests.store.conftest import OUTPUT, Backend
 
 pytestmark = pytest.mark.anyio
 
@@ -132,6 +133,50 @@ async def test_ledger_totals_skip_superseded_jobs_but_count_their_cost(backend: 
     assert ledger["providers"]["wavespeed"]["requests"] == 10
     assert ledger["providers"]["wavespeed"]["rate_limited"] == 1
     assert len(ledger["jobs"]) == 2
+    await store.close()
+
+
+async def test_the_tally_counts_what_the_records_hold(backend: Backend) -> None:
+    """The store's grouped counts (``tally``, and ``read_summary`` from another process)
+    are the records' own: every status, shared and odd costs, images, a duplicate charge
+    and superseded rows; the failures come in ``seq`` order."""
+    jobs = [
+        _job(f"prompt {i}", f"j{i}", "skills_video" if i % 3 else "wavespeed") for i in range(12)
+    ]
+    store = await backend.open()
+    await store.sync_batch([*jobs, _job("old", "gone")], MODELS)
+    await store.mark_completed("gone", at="t", latency_s=1, images=[], cost={"usd": 0.5}, usage={})
+    await store.sync_batch(jobs, MODELS)  # "gone" left the manifest: superseded, still paid
+    image = {"path": "images/x.png", "bytes": 3}
+    for i in range(6):
+        cost = {"usd": 0.028} if i < 4 else {"usd": 0.1 + 0.2, "credits": 20.0}
+        images = [image] * (1 + i % 2)
+        await store.mark_completed(f"j{i}", at="t", latency_s=1, images=images, cost=cost, usage={})
+    for i in (9, 6):  # failed out of seq order
+        await store.mark_failed(
+            f"j{i}", at="t", error={"code": f"e{i}", "message": "no"}, cost=None, usage=None
+        )
+    await store.mark_intent("j7")
+    await store.mark_intent("j8")
+    await store.mark_submitted("j8", "r-8", "t", {})
+    await store.add_duplicate_cost("j8", 0.028, 0.0)
+    records = await store.records()
+    assert sorted(await store.tally()) == sorted(tally_records(records))
+    summary = read_summary(backend.location, OUTPUT)
+    assert sorted(summary.tally) == sorted(tally_records(records))
+    assert [job_id for job_id, _ in summary.failed] == ["j6", "j9"]
+    counted = summarize_tally(summary.tally, {})
+    assert counted == summarize(records, {})
+    totals = counted[0]
+    assert (totals["jobs"], totals["completed"], totals["failed"], totals["pending"]) == (
+        12,
+        6,
+        2,
+        4,
+    )
+    assert totals["images"] == 9
+    assert totals["cost_usd"] == pytest.approx(0.5 + 4 * 0.028 + 2 * 0.3 + 0.028)
+    assert totals["credits"] == pytest.approx(40.0)
     await store.close()
 
 
