@@ -163,8 +163,9 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
         run = _Run(batch, options, endpoints, state, output, stack, header, sink)
         models = {name: spec.model for name, spec in SPECS.items()}
         with _gc.paused(keep=True):  # the records live as long as the run
-            records = await state.sync_batch(batch.jobs, models)
-            # Nothing written after this point means `records` is still the whole state.
+            # Not the plain pending rows: a job without a record is one (every one of a
+            # new batch), so a million new jobs are not read back.
+            records = await state.sync_batch(batch.jobs, models, all_rows=False)
             synced_writes = state.writes
             await keep_files_with_their_jobs(state, output, records.values())
             broken = await output.missing(to_check(batch, records))
@@ -200,8 +201,10 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
                 )
                 log_outcome(log, outcome, [], True)
                 return RunReport(outcome, doc, True)
-            # In a fleet, others write too: read what the batch is now.
-            if state.writes == synced_writes and state.fleet is None:
+            # `records` is the whole state when nothing was written since and nothing was
+            # left to do (every plain pending job of the batch is work). In a fleet,
+            # others write too: read what the batch is now.
+            if state.writes == synced_writes and state.fleet is None and not work:
                 final: Sequence[JobRecord] = list(records.values())
             else:
                 final = await state.records()

@@ -156,10 +156,13 @@ class RunStore(Protocol):
     async def set_meta(self, values: Mapping[str, str]) -> None: ...
 
     async def sync_batch(
-        self, jobs: Sequence[Job], models: Mapping[str, str]
+        self, jobs: Sequence[Job], models: Mapping[str, str], *, all_rows: bool = True
     ) -> dict[str, JobRecord]:
         """Bring the stored jobs in line with ``jobs`` (``models``: provider -> model
-        name) and return every record keyed by id, in ``seq`` order.
+        name) and return every record keyed by id, in ``seq`` order; without
+        ``all_rows``, the rows a run needs: all but the plain pending jobs of the batch
+        (never sent, nothing paid, no images: a job without a record is one), so a new
+        batch of a million jobs reads back nothing.
 
         New jobs are inserted; a known id whose fingerprint changed is archived under
         ``<id>~<old fingerprint>`` flagged ``superseded`` and starts afresh; an id edited

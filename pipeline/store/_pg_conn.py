@@ -99,9 +99,9 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0] if "\n" in text else text
 
 
-async def select_records(conn: Conn, batch_id: int) -> list[JobRecord]:
+async def select_records(conn: Conn, batch_id: int, where: str = "") -> list[JobRecord]:
     cur = await conn.execute(
-        f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s",
+        f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s {where}".encode(),
         (batch_id,),
     )
     rows = await cur.fetchall()
@@ -110,6 +110,12 @@ async def select_records(conn: Conn, batch_id: int) -> list[JobRecord]:
 
 
 _IS_SUPERSEDED = f"strpos(flags, '\"{Flag.SUPERSEDED}\"') > 0"
+# The rows a run needs (``sync_batch(all_rows=False)``): all but the plain pending ones.
+NEEDED = (
+    f"AND NOT (status = '{JobStatus.PENDING}' AND cost IS NULL AND duplicate_cost IS NULL "
+    f"AND images = '[]' AND NOT {_IS_SUPERSEDED})"
+)
+IDENTITY = f"SELECT id, fingerprint, {_IS_SUPERSEDED}, seq FROM pipeline_jobs WHERE batch_id = %s"
 TALLY = (
     f"SELECT provider, status, {_IS_SUPERSEDED}, cost, duplicate_cost, count(*), "
     "coalesce(sum(image_count), 0)::bigint FROM pipeline_jobs WHERE batch_id = %s "

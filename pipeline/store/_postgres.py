@@ -26,6 +26,8 @@ from pipeline.jobs import Flag, Job, JobStatus
 from pipeline.store._base import Counters
 from pipeline.store._edits import job_document, job_fingerprints, plan_sync, stored_document
 from pipeline.store._pg_conn import (
+    IDENTITY,
+    NEEDED,
     TALLY,
     Conn,
     PgState,
@@ -166,18 +168,16 @@ class PostgresStore:
     # -- jobs ----------------------------------------------------------------------------
 
     async def sync_batch(
-        self, jobs: Sequence[Job], models: Mapping[str, str]
+        self, jobs: Sequence[Job], models: Mapping[str, str], *, all_rows: bool = True
     ) -> dict[str, JobRecord]:
         async def sync(conn: Conn) -> list[JobRecord]:
+            b = self.pg.batch_id
             async with conn.transaction():
                 # Workers starting together sync one after the other.
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.pg.batch_id,))
-                records = await select_records(conn, self.pg.batch_id)
-                changed = await _apply_sync(conn, self.pg.batch_id, records, jobs, models)
-                if changed:
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (b,))
+                if await _apply_sync(conn, b, jobs, models):
                     self._writes += 1
-                    records = await select_records(conn, self.pg.batch_id)
-            return records
+                return await select_records(conn, b, "" if all_rows else NEEDED)
 
         return {r.id: r for r in await self._run(sync)}
 
@@ -299,17 +299,17 @@ class PostgresStore:
 
 
 async def _apply_sync(
-    conn: Conn,
-    batch_id: int,
-    records: list[JobRecord],
-    jobs: Sequence[Job],
-    models: Mapping[str, str],
+    conn: Conn, batch_id: int, jobs: Sequence[Job], models: Mapping[str, str]
 ) -> bool:
     """Carry out ``plan_sync`` inside the caller's transaction; whether anything changed."""
+    cur = await conn.execute(IDENTITY, (batch_id,))
+    identities = await cur.fetchall()
+    existing = [(str(i), str(fp), bool(sup)) for i, fp, sup, _ in identities]
+    next_seq = max((int(seq) for *_, seq in identities), default=-1) + 1
+    del identities
     fingerprints = job_fingerprints(jobs)
     wanted = [(j.id, j.provider, fp) for j, fp in zip(jobs, fingerprints, strict=True)]
-    existing = [(r.row.id, r.row.fingerprint, r.superseded) for r in records]
-    plan = plan_sync(existing, wanted, records[-1].row.seq + 1 if records else 0)
+    plan = plan_sync(existing, wanted, next_seq)
     if not plan:
         return False
     b = batch_id

@@ -163,10 +163,10 @@ class SqliteStore:
     # -- jobs --------------------------------------------------------------------------
 
     async def sync_batch(
-        self, jobs: Sequence[Job], models: Mapping[str, str]
+        self, jobs: Sequence[Job], models: Mapping[str, str], *, all_rows: bool = True
     ) -> dict[str, JobRecord]:
         def _run_sync(c: sqlite3.Connection) -> list[JobRecord]:
-            records, changed = sync(c, jobs, models)
+            records, changed = sync(c, jobs, models, all_rows=all_rows)
             self._synced += changed
             return records
 

@@ -68,13 +68,19 @@ DROP_FLAG = (
 )
 
 
-def select_rows(conn: sqlite3.Connection) -> list[JobRecord]:
+def select_rows(conn: sqlite3.Connection, where: str = "") -> list[JobRecord]:
     with _gc.paused():
-        rows = sort_rows(conn.execute(f"SELECT {_COLUMNS} FROM jobs").fetchall())
+        rows = sort_rows(conn.execute(f"SELECT {_COLUMNS} FROM jobs {where}").fetchall())
         return list(map(JobRecord, rows))
 
 
 _IS_SUPERSEDED = f"instr(flags, '\"{Flag.SUPERSEDED}\"') > 0"
+# The rows a run needs (``sync_batch(all_rows=False)``): all but the plain pending ones.
+_NEEDED = (
+    f"WHERE NOT (status = '{JobStatus.PENDING}' AND cost IS NULL AND duplicate_cost IS NULL "
+    f"AND images = '[]' AND NOT {_IS_SUPERSEDED})"
+)
+_IDENTITY = f"SELECT id, fingerprint, {_IS_SUPERSEDED}, seq FROM jobs"
 _TALLY = (
     f"SELECT provider, status, {_IS_SUPERSEDED}, cost, duplicate_cost, count(*), "
     "total(json_array_length(images)) FROM jobs GROUP BY 1, 2, 3, 4, 5"
@@ -125,18 +131,22 @@ def read_snapshot(path: Path) -> Snapshot:
 
 
 def sync(
-    conn: sqlite3.Connection, jobs: Sequence[Job], models: Mapping[str, str]
+    conn: sqlite3.Connection, jobs: Sequence[Job], models: Mapping[str, str], *, all_rows: bool
 ) -> tuple[list[JobRecord], bool]:
-    """Carry out ``plan_sync`` for ``jobs`` in one transaction: every record after it, and
-    whether anything changed."""
-    records = select_rows(conn)
+    """Carry out ``plan_sync`` for ``jobs`` in one transaction: the records after it
+    (``all_rows``: every one, else those a run needs), and whether anything changed."""
+    where = "" if all_rows else _NEEDED
+    with _gc.paused():
+        identities = conn.execute(_IDENTITY).fetchall()
+        existing = [(job_id, fp, bool(sup)) for job_id, fp, sup, _ in identities]
+        next_seq = max((seq for *_, seq in identities), default=-1) + 1
+        del identities
     fingerprints = job_fingerprints(jobs)
     wanted = [(j.id, j.provider, fp) for j, fp in zip(jobs, fingerprints, strict=True)]
-    existing = [(r.row.id, r.row.fingerprint, r.superseded) for r in records]
-    next_seq = records[-1].row.seq + 1 if records else 0
     plan = plan_sync(existing, wanted, next_seq)
+    del existing, wanted, fingerprints
     if not plan:
-        return records, False
+        return select_rows(conn, where), False
     inserts = [
         (job_id, seq, provider, fp, stored_document(job_document(jobs[k], models[provider])))
         for k, job_id, seq, provider, fp in plan.insert
@@ -158,7 +168,7 @@ def sync(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return select_rows(conn), True
+    return select_rows(conn, where), True
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:

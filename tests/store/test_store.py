@@ -136,6 +136,28 @@ async def test_ledger_totals_skip_superseded_jobs_but_count_their_cost(backend: 
     await store.close()
 
 
+async def test_a_run_reads_back_only_the_rows_it_needs(backend: Backend) -> None:
+    """``all_rows=False`` leaves out exactly the plain pending jobs of the batch (never
+    sent, nothing paid, no images): a new batch reads back nothing; the rows it does
+    return are the full rows."""
+    jobs = [_job(f"prompt {i}", f"j{i}") for i in range(7)]
+    store = await backend.open()
+    assert await store.sync_batch(jobs, MODELS, all_rows=False) == {}
+    await store.mark_intent("j1")
+    image = [{"path": "images/j2-1.png", "bytes": 3}]
+    await store.mark_completed("j2", at="t", latency_s=1, images=image, cost={"usd": 1}, usage={})
+    await store.mark_failed("j3", at="t", error={"code": "x"}, cost=None, usage=None)
+    await store.add_duplicate_cost("j4", 0.028, 0.0)  # pending, but maybe paid once
+    await store.note_error("j5", {"code": "outcome_unknown"})  # pending, nothing paid
+    await store.set_images("j6", image)  # pending with files (an edit moved them)
+    needed = await store.sync_batch(jobs[1:], MODELS, all_rows=False)  # j0 leaves
+    assert list(needed) == ["j0", "j1", "j2", "j3", "j4", "j6"]
+    every = await store.sync_batch(jobs[1:], MODELS)
+    assert list(every) == [f"j{i}" for i in range(7)]
+    assert all(rec.row == every[job_id].row for job_id, rec in needed.items())
+    await store.close()
+
+
 async def test_the_tally_counts_what_the_records_hold(backend: Backend) -> None:
     """The store's grouped counts (``tally``, and ``read_summary`` from another process)
     are the records' own: every status, shared and odd costs, images, a duplicate charge
