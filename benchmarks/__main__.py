@@ -1,8 +1,9 @@
 """``python -m benchmarks`` (``make bench``): run every figure, print the table, save JSON.
 
 Options: ``--only 1,3`` runs some figures; ``--quick`` shrinks every workload for a
-smoke test (its figures are not the issue's); ``--scale`` runs figure 12 (figure 5's
-plan at a million jobs), like ``--only 12``; ``--out`` moves the JSON file;
+smoke test (its figures are not the issue's); ``--scale`` runs figures 12-14 (a
+million jobs: plan; run, Ctrl-C and status; resume and ledger), like ``--only 12,13,14``
+(a plain run includes figure 12 only); ``--out`` moves the JSON file;
 ``--strict`` exits 1 when a target is missed. Exit 2 when a figure could not be measured.
 """
 
@@ -24,6 +25,7 @@ from benchmarks import (
     polling,
     rate,
     realsize,
+    runscale,
     scale,
     sdk,
     streaming,
@@ -32,7 +34,8 @@ from benchmarks.procs import REPO, cores
 from benchmarks.results import Figure, environment, render_table, write_results
 
 DEFAULT_OUT = REPO / "out" / "bench" / "results.json"
-SCALE = 12  # the figure --scale runs
+SCALE = (12, 13, 14)  # the figures --scale runs (a million jobs each)
+RESUME_1M_S = 15.0
 
 
 def log(line: str) -> None:
@@ -71,6 +74,16 @@ def _suite(quick: bool, out: Path) -> dict[int, tuple[str, Callable[[], list[Fig
             "pipeline plan at a million jobs (figure 12)",
             lambda: planscale.measure(planscale.JOBS // q, log),
         ),
+        13: (
+            "pipeline run of a million new jobs, Ctrl-C, status (figure 13)",
+            lambda: runscale.measure(runscale.JOBS // q, log, runscale.WINDOW_S / q),
+        ),
+        14: (
+            "figure 5 at a million jobs: resume, ledger (figure 14)",
+            lambda: scale.measure(
+                1_000_000 // q, log, number=14, bounds=(15.0, 400.0, RESUME_1M_S, 20.0)
+            ),
+        ),
     }
 
 
@@ -78,15 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--only", default="", help="comma-separated figure numbers (1 = 1-2)")
     parser.add_argument("--quick", action="store_true", help="smaller workloads (smoke test)")
-    parser.add_argument("--scale", action="store_true", help="figure 12: plan a million jobs")
+    parser.add_argument(
+        "--scale", action="store_true", help="figures 12-14: a million jobs (about 15 min)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     suite = _suite(args.quick, args.out)
     wanted = [int(x) for x in args.only.split(",") if x.strip()]
-    if args.scale and SCALE not in wanted:
-        wanted.append(SCALE)
-    wanted = wanted or list(suite)
+    if args.scale:
+        wanted += [n for n in SCALE if n not in wanted]
+    wanted = wanted or [n for n in suite if n not in SCALE or n == SCALE[0]]
     unknown = [n for n in wanted if n not in suite]
     if unknown:
         parser.error(f"no figure {unknown}; choose from {sorted(suite)} (1 covers 1-2)")

@@ -189,8 +189,17 @@ def run_resume(manifest: Path, out: Path, planned: int, env: dict[str, str]) -> 
     return resume
 
 
-def measure(jobs: int, log: Callable[[str], None]) -> list[Figure]:
-    """Figure 5: plan time and RSS, resume time, ledger write time at ``jobs`` jobs."""
+def measure(
+    jobs: int,
+    log: Callable[[str], None],
+    number: int = 5,
+    bounds: tuple[float, float, float, float] = (PLAN_S, PLAN_MB, RESUME_S, LEDGER_S),
+) -> list[Figure]:
+    """Figure 5 (or ``number``: the same at another size): plan time and RSS, resume
+    time, ledger write time at ``jobs`` jobs."""
+    n = f"{number}."
+    key = "" if number == 5 else f"_{number}"
+    plan_bound, plan_mb, resume_bound, ledger_bound = bounds
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         manifest = write_manifest(folder, jobs)
@@ -234,14 +243,16 @@ def measure(jobs: int, log: Callable[[str], None]) -> list[Figure]:
             f"write {ledger['write_s']:.2f} s ({ledger['bytes'] / 1e6:.0f} MB)"
         )
     return [
-        at_most("plan_s", f"5. pipeline plan, {planned:,} jobs", plan.wall_s, "s", PLAN_S),
-        at_most("plan_rss_mb", "5. pipeline plan peak RSS", plan.max_rss_mb, "MB", PLAN_MB),
         at_most(
-            "resume_s",
-            f"5. resume {planned:,} completed jobs",
+            "plan_s" + key, f"{n} pipeline plan, {planned:,} jobs", plan.wall_s, "s", plan_bound
+        ),
+        at_most("plan_rss_mb" + key, f"{n} pipeline plan peak RSS", plan.max_rss_mb, "MB", plan_mb),
+        at_most(
+            "resume_s" + key,
+            f"{n} resume {planned:,} completed jobs",
             resume.wall_s,
             "s",
-            RESUME_S,
+            resume_bound,
             details={
                 "steps": steps,
                 "max_rss_mb": resume.max_rss_mb,
@@ -249,20 +260,20 @@ def measure(jobs: int, log: Callable[[str], None]) -> list[Figure]:
                 "setup_mark_completed_ms_each": 1000 * mark_s / len(batch.jobs),
             },
         ),
-        info("resume_rss_mb", "5. resume peak RSS", resume.max_rss_mb, "MB"),
-        info("resume_again_s", "5. resume again, ledger kept", again.wall_s, "s"),
-        info("resume_cached_s", "5. same, with a bytecode cache", cached.wall_s, "s"),
+        info("resume_rss_mb" + key, f"{n} resume peak RSS", resume.max_rss_mb, "MB"),
+        info("resume_again_s" + key, f"{n} resume again, ledger kept", again.wall_s, "s"),
+        info("resume_cached_s" + key, f"{n} same, with a bytecode cache", cached.wall_s, "s"),
         at_most(
-            "ledger_s",
-            f"5. ledger.json for {planned:,} jobs",
+            "ledger_s" + key,
+            f"{n} ledger.json for {planned:,} jobs",
             ledger_s,
             "s",
-            LEDGER_S,
+            ledger_bound,
             details=ledger,
         ),
         info(
-            "ledger_with_read_s",
-            "5. same, incl. reading the state",
+            "ledger_with_read_s" + key,
+            f"{n} same, incl. reading the state",
             ledger_s + ledger["read_s"],
             "s",
         ),

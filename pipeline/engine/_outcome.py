@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,11 +51,15 @@ class RunOutcome:
 
 
 def log_outcome(
-    log: logging.Logger, outcome: RunOutcome, records: Sequence[JobRecord], interrupted: bool
+    log: logging.Logger,
+    outcome: RunOutcome,
+    failed: Sequence[tuple[str, str]],
+    interrupted: bool,
 ) -> None:
-    for r in records:
-        if r.row.status == JobStatus.FAILED and not r.superseded and r.error:
-            log.info("job %s failed: %s: %s", r.id, r.error_code, r.error.get("message"))
+    """``failed``: the batch's failed jobs, (id, error as stored) each."""
+    for job_id, error_json in failed:
+        error = json.loads(error_json) or {}
+        log.info("job %s failed: %s: %s", job_id, error.get("code"), error.get("message"))
     for name, reason in outcome.lane_stops.items():
         log.info("lane %s stopped: %s", name, reason)
     if outcome.stop_reason:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
@@ -26,7 +26,7 @@ from pipeline.engine._relocate import keep_files_with_their_jobs
 from pipeline.engine._resume import WorkItem, plan_work, to_check, work_for
 from pipeline.errors import StateError, UsageError
 from pipeline.jobs import Batch
-from pipeline.ledger import STAMP_KEY, LedgerHeader, LedgerSink, summarize, summarize_tally
+from pipeline.ledger import STAMP_KEY, LedgerHeader, LedgerSink, summarize_tally
 from pipeline.outputs import Output, open_output
 from pipeline.providers.specs import SPECS
 from pipeline.store import JobRecord, RunStore, open_store, spent, state_location
@@ -166,7 +166,6 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
             # Not the plain pending rows: a job without a record is one (every one of a
             # new batch), so a million new jobs are not read back.
             records = await state.sync_batch(batch.jobs, models, all_rows=False)
-            synced_writes = state.writes
             await keep_files_with_their_jobs(state, output, records.values())
             broken = await output.missing(to_check(batch, records))
             work = plan_work(batch, records, broken, retry_failed=options.retry_failed)
@@ -181,54 +180,42 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
         if work:
             await _send(run, records, work, broken)
         with anyio.CancelScope(shield=True):
+            outcome = run.outcome
+            # The counts from the state's tally: a million jobs are never all read.
+            async with state.reading() as view:
+                tally, counters = await view.tally(), await view.counters()
+                failed = await view.failed()
+            totals, providers = summarize_tally(tally, counters)
+            outcome.completed = totals["completed"]
+            outcome.failed = totals["failed"]
+            outcome.pending = totals["pending"]
+            done = outcome.pending == 0
+            doc: dict[str, object]
             if run.interrupted and sink.finish_cost_s() > FINAL_LEDGER_MAX_S:
                 # Stopping comes first: a large batch's ledger waits for the next run.
-                outcome = run.outcome
-                totals, providers = summarize_tally(await state.tally(), await state.counters())
-                outcome.completed = totals["completed"]
-                outcome.failed = totals["failed"]
-                outcome.pending = totals["pending"]
-                doc: dict[str, object] = {
-                    "name": batch.name,
-                    "totals": totals,
-                    "providers": providers,
-                }
+                doc = {"name": batch.name, "totals": totals, "providers": providers}
                 log.warning(
                     "interrupted: ledger.json not rewritten (a rewrite takes about %.0f s); "
                     "the state is committed: `pipeline status` shows it, the next run "
                     "rewrites the ledger",
                     sink.finish_cost_s(),
                 )
-                log_outcome(log, outcome, [], True)
-                return RunReport(outcome, doc, True)
-            # `records` is the whole state when nothing was written since and nothing was
-            # left to do (every plain pending job of the batch is work). In a fleet,
-            # others write too: read what the batch is now.
-            if state.writes == synced_writes and state.fleet is None and not work:
-                final: Sequence[JobRecord] = list(records.values())
             else:
-                final = await state.records()
-            with _gc.paused():
-                totals, _ = summarize(final, {})
-            outcome = run.outcome
-            outcome.completed = totals["completed"]
-            outcome.failed = totals["failed"]
-            outcome.pending = totals["pending"]
-            # Nothing sent and nothing changed: the last run's ledger may hold as it is.
-            kept = not work and state.writes == unchanged
-            stamp = meta.get(STAMP_KEY) if kept else None
-            done = outcome.pending == 0
-            try:
-                doc = await sink.finish(final, finished=done, stamp=stamp or None)
-            except Exception as exc:
-                failure = storage_stop(exc, output)
-                if failure is None:
-                    raise
-                outcome.storage_failure = outcome.storage_failure or str(failure)
-                doc = await sink.document(final, finished=done)
+                # Nothing sent and nothing changed: the last run's ledger may hold as it is.
+                kept = not work and state.writes == unchanged
+                stamp = meta.get(STAMP_KEY) if kept else None
+                try:
+                    doc = await sink.finish(finished=done, stamp=stamp or None)
+                except Exception as exc:
+                    failure = storage_stop(exc, output)
+                    if failure is None:
+                        raise
+                    outcome.storage_failure = outcome.storage_failure or str(failure)
+                    doc = await sink.document(finished=done)
             if outcome.storage_failure is not None:
+                final = await state.records()
                 outcome.stop_reason = waiting(outcome.storage_failure, batch, final)
-            log_outcome(log, outcome, final, bool(run.interrupted))
+            log_outcome(log, outcome, failed, bool(run.interrupted))
     return RunReport(outcome, doc, bool(run.interrupted))
 
 

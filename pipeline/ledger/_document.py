@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from json.encoder import encode_basestring
@@ -200,14 +200,10 @@ def _group_order(group: TallyRow) -> tuple[str, str, bool, str, str]:
     )
 
 
-def ledger_document(
-    header: LedgerHeader,
-    records: Sequence[JobRecord],
-    counters: Mapping[str, tuple[int, int]],
+def ledger_head(
+    header: LedgerHeader, totals: dict[str, Any], providers: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
-    """The whole ledger document; ``jobs`` is a ``JobEntries`` (entries built on access,
-    written by ``encode_document`` without decoding)."""
-    totals, providers = summarize(records, counters)
+    """The ledger document without its ``jobs``."""
     return {
         "name": header.name,
         "manifest": header.manifest,
@@ -216,8 +212,18 @@ def ledger_document(
         "finished": header.finished,
         "totals": totals,
         "providers": providers,
-        "jobs": JobEntries(records),
     }
+
+
+def ledger_document(
+    header: LedgerHeader,
+    records: Sequence[JobRecord],
+    counters: Mapping[str, tuple[int, int]],
+) -> dict[str, Any]:
+    """The whole ledger document; ``jobs`` is a ``JobEntries`` (entries built on access,
+    written by ``encode_document`` without decoding)."""
+    totals, providers = summarize(records, counters)
+    return {**ledger_head(header, totals, providers), "jobs": JobEntries(records)}
 
 
 def encode_document(document: Mapping[str, Any]) -> Iterator[str]:
@@ -231,17 +237,69 @@ def encode_document(document: Mapping[str, Any]) -> Iterator[str]:
         yield json.dumps(document, indent=1, ensure_ascii=False) + "\n"
         return
     head = {k: v for k, v in document.items() if k != "jobs"}
-    lines = (
-        jobs.json_lines()
-        if isinstance(jobs, JobEntries)
-        else (json.dumps(j, ensure_ascii=False) for j in jobs)
-    )
-    yield json.dumps(head, indent=1, ensure_ascii=False)[:-2] + ",\n" if head else "{\n"
-    yield ' "jobs": [\n'
-    # Joined in chunks: the text of a 100k-job ledger is never held whole.
-    chunk = list(islice(lines, _CHUNK))
-    while chunk:
-        following = list(islice(lines, _CHUNK))
-        yield ",\n".join(chunk) + (",\n" if following else "\n")
-        chunk = following
-    yield " ]\n}\n"
+    if isinstance(jobs, JobEntries):
+        lines: Iterator[str] = jobs.json_lines()
+    else:
+        lines = (json.dumps(j, ensure_ascii=False) for j in jobs)
+    yield from _encode(head, _batched(lines, _CHUNK))
+
+
+def encode_streamed(head: Mapping[str, Any], chunks: Iterable[list[JobRecord]]) -> Iterator[str]:
+    """The document ``head`` plus the records of ``chunks`` as its ``jobs``, in pieces
+    (``encode_document``'s text): a ledger written from a state view, one chunk of
+    records held at a time."""
+    return _encode(head, ([entry_json(r) for r in chunk] for chunk in chunks))
+
+
+def _batched(lines: Iterator[str], n: int) -> Iterator[list[str]]:
+    while chunk := list(islice(lines, n)):
+        yield chunk
+
+
+def _encode(head: Mapping[str, Any], batches: Iterable[list[str]]) -> Iterator[str]:
+    """The indented head, then ``jobs``: the lines of ``batches``, one job per line."""
+    opening = json.dumps(dict(head), indent=1, ensure_ascii=False)
+    pending: list[str] | None = None
+    for batch in batches:
+        if not batch:
+            continue
+        if pending is None:
+            yield (opening[:-2] + ",\n" if head else "{\n") + ' "jobs": [\n'
+        else:
+            yield ",\n".join(pending) + ",\n"  # joined a chunk at a time: never whole
+        pending = batch
+    if pending is None:  # no jobs: the plain document
+        yield json.dumps({**head, "jobs": []}, indent=1, ensure_ascii=False) + "\n"
+        return
+    yield ",\n".join(pending) + "\n ]\n}\n"
+
+
+class WrittenJobs(Sequence[dict[str, Any]]):
+    """A written ledger's ``jobs``, read back from the file on first access (a run's
+    document never holds a million entries unless someone asks for them)."""
+
+    __slots__ = ("_jobs", "_read")
+
+    def __init__(self, read: Callable[[], bytes]) -> None:
+        self._read = read
+        self._jobs: list[dict[str, Any]] | None = None
+
+    def _all(self) -> list[dict[str, Any]]:
+        if self._jobs is None:
+            self._jobs = list(json.loads(self._read())["jobs"])
+        return self._jobs
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        return self._all()[index]
+
+    def __repr__(self) -> str:
+        return "WrittenJobs(read on access)"

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import astuple, replace
+from functools import partial
 
 import anyio
 
@@ -30,14 +31,18 @@ from pipeline.clock import Clock, utcnow
 from pipeline.ledger._document import (
     LEDGER_NAME,
     LedgerHeader,
-    encode_document,
+    WrittenJobs,
+    encode_streamed,
     ledger_document,
+    ledger_head,
+    summarize_tally,
 )
 from pipeline.outputs import Output
-from pipeline.store import JobRecord, RunStore
+from pipeline.store import RunStore, StateView
 
 LEDGER_INTERVAL_S = 1.0
 LEDGER_SPACING = 20.0  # x the last rewrite's duration
+_RECORDS_AT_ONCE = 2000  # records a rewrite holds at a time
 STAMP_KEY = "ledger"  # meta key of the stamp
 # Part of every stamp: a ledger written in another layout is never vouched for.
 LEDGER_LAYOUT = 2
@@ -114,40 +119,47 @@ class LedgerSink:
         under_way = 0.0 if self._writing_since is None else self.clock.now() - self._writing_since
         return max(self.last_write_s, under_way)
 
-    async def write(
-        self, *, finished: bool = False, records: Sequence[JobRecord] | None = None
-    ) -> dict[str, object]:
-        """Rewrite ledger.json; ``records``: the state's current records, when the caller
-        has them. Returns the document (its ``jobs`` built on access).
+    async def write(self, *, finished: bool = False) -> dict[str, object]:
+        """Rewrite ledger.json from a view of the state (``RunStore.reading``): totals
+        from its tally, then its records a chunk at a time, never all held. Returns the
+        document; its ``jobs`` are read back from the file if anyone asks.
 
-        Cancelled, it returns at once: the write under way stops at its next piece and
-        removes its temporary file (no later write starts before it has)."""
+        Cancelled, it returns once the write under way has stopped at its next piece and
+        removed its temporary file."""
         started = self._writing_since = self.clock.now()
         try:
             await self.flush_counters()
-            if records is None:
-                records = await self.state.records()
-            counters = await self.state.counters()
             header = replace(self.header, updated_at=utcnow(), finished=finished)
-            stop = threading.Event()
-
-            def _build_and_write() -> dict[str, object]:
-                with self._one_at_a_time:
-                    if stop.is_set():
-                        raise _Stopped
-                    with _gc.paused():
-                        doc = ledger_document(header, records, counters)
-                        self.output.write_atomic(LEDGER_NAME, _until(stop, encode_document(doc)))
-                return doc
-
-            try:
-                doc = await _threads.run_sync(_build_and_write, abandon_on_cancel=True)
-            finally:
-                stop.set()
+            async with self.state.reading() as view:
+                totals, providers = summarize_tally(await view.tally(), await view.counters())
+                head = ledger_head(header, totals, providers)
+                await self._stream(head, view)
         finally:
             self._writing_since = None
         self.last_write_s = self.clock.now() - started
-        return doc
+        return {**head, "jobs": WrittenJobs(partial(self.output.read_bytes, LEDGER_NAME))}
+
+    async def _stream(self, head: dict[str, object], view: StateView) -> None:
+        stop = threading.Event()
+        ended = threading.Event()
+
+        def _write() -> None:
+            try:
+                with _gc.paused():
+                    pieces = encode_streamed(head, view.chunks(_RECORDS_AT_ONCE))
+                    self.output.write_atomic(LEDGER_NAME, _until(stop, pieces))
+            finally:
+                ended.set()
+
+        try:
+            await _threads.run_sync(_write, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            # The view closes when this returns: first the thread reading it must stop
+            # (at its next piece: its temporary file goes with it).
+            stop.set()
+            with anyio.CancelScope(shield=True):
+                await _threads.run_sync(ended.wait)
+            raise
 
     async def run(self) -> None:
         """Rewrite whenever marked dirty, until cancelled."""
@@ -157,19 +169,17 @@ class LedgerSink:
             await self.write()
             await self.clock.sleep(rewrite_pause(self.last_write_s))
 
-    async def finish(
-        self, records: Sequence[JobRecord], *, finished: bool, stamp: str | None = None
-    ) -> dict[str, object]:
+    async def finish(self, *, finished: bool, stamp: str | None = None) -> dict[str, object]:
         """The run's last write, stamped. ``stamp``: the stamp found at the start of the
         run, when the run has changed nothing since (and has nothing of its own to count):
         if ledger.json is still the file it vouches for, with the header this write would
         give it, the file is kept as it is and the stamp put back."""
         if stamp is not None:
-            doc = await self._kept(stamp, records, finished)
+            doc = await self._kept(stamp, finished)
             if doc is not None:
                 await self.state.set_meta({STAMP_KEY: stamp})
                 return doc
-        doc = await self.write(finished=finished, records=records)
+        doc = await self.write(finished=finished)
         header = replace(
             self.header, updated_at=str(doc["updated_at"]), finished=bool(doc["finished"])
         )
@@ -178,17 +188,16 @@ class LedgerSink:
             await self.state.set_meta({STAMP_KEY: new_stamp})
         return doc
 
-    async def document(self, records: Sequence[JobRecord], *, finished: bool) -> dict[str, object]:
-        """The ledger document of ``records`` now, built and not written (when the output
+    async def document(self, *, finished: bool) -> dict[str, object]:
+        """The ledger document of the state now, built and not written (when the output
         cannot take it)."""
         counters = await self.state.counters()
         header = replace(self.header, updated_at=utcnow(), finished=finished)
+        records = await self.state.records()
         with _gc.paused():
             return ledger_document(header, records, counters)
 
-    async def _kept(
-        self, stamp: str, records: Sequence[JobRecord], finished: bool
-    ) -> dict[str, object] | None:
+    async def _kept(self, stamp: str, finished: bool) -> dict[str, object] | None:
         """The ledger document as the file holds it, if ``stamp`` vouches for the file."""
         try:
             data = json.loads(stamp)
@@ -198,9 +207,9 @@ class LedgerSink:
         wanted = replace(self.header, updated_at=header.updated_at, finished=finished)
         if header != wanted or stamp != await _threads.run_sync(self._stamp, header):
             return None
-        counters = await self.state.counters()
-        with _gc.paused():
-            return ledger_document(header, records, counters)
+        totals, providers = summarize_tally(await self.state.tally(), await self.state.counters())
+        head = ledger_head(header, totals, providers)
+        return {**head, "jobs": WrittenJobs(partial(self.output.read_bytes, LEDGER_NAME))}
 
     def _stamp(self, header: LedgerHeader) -> str | None:
         """The stamp of ledger.json as written with ``header``; None if it is not there."""

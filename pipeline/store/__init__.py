@@ -24,7 +24,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pipeline._home import local_home
 from pipeline.errors import StateError, UsageError
-from pipeline.store._base import BudgetRow, Counters, Fleet, RunStore, Snapshot, Summary
+from pipeline.store._base import (
+    BudgetRow,
+    Counters,
+    Fleet,
+    RunStore,
+    Snapshot,
+    StateView,
+    Summary,
+)
 from pipeline.store._lock import BatchInUse
 from pipeline.store._records import (
     JobRecord,
@@ -167,6 +175,7 @@ __all__ = [
     "RunStore",
     "Snapshot",
     "StateLocation",
+    "StateView",
     "Summary",
     "TallyRow",
     "open_store",

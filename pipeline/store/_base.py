@@ -22,7 +22,8 @@ Records come back as :class:`~pipeline.store._records.JobRecord` in ``seq`` orde
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -130,6 +131,24 @@ class Summary:
     failed: list[tuple[str, str]]
 
 
+class StateView(Protocol):
+    """The state at one moment (one read transaction), for writing a ledger beside a run
+    that goes on writing: ``RunStore.reading()`` opens one."""
+
+    async def tally(self) -> list[TallyRow]: ...
+
+    async def counters(self) -> Counters: ...
+
+    async def failed(self) -> list[tuple[str, str]]:
+        """The batch's failed jobs, (id, error as stored) each in ``seq`` order."""
+        ...
+
+    def chunks(self, size: int) -> Iterator[list[JobRecord]]:
+        """Every record in ``seq`` order, ``size`` at a time, never all at once. Iterated
+        in a worker thread (``pipeline._threads``), not on the event loop."""
+        ...
+
+
 class RunStore(Protocol):
     """The durable state of one batch. Open one with :func:`pipeline.store.open_store`."""
 
@@ -174,6 +193,11 @@ class RunStore(Protocol):
 
     async def tally(self) -> list[TallyRow]:
         """The batch's counts, grouped (every row, archived ones included)."""
+        ...
+
+    def reading(self) -> AbstractAsyncContextManager[StateView]:
+        """A view of the state as it is now, kept while the context lasts (writers go
+        on). Raises ``StateError``."""
         ...
 
     async def mark_intent(self, job_id: str, at: str | None = None) -> bool:

@@ -121,7 +121,7 @@ TALLY = (
     "coalesce(sum(image_count), 0)::bigint FROM pipeline_jobs WHERE batch_id = %s "
     "GROUP BY 1, 2, 3, 4, 5"
 )
-_FAILED = (
+FAILED = (
     "SELECT id, error FROM pipeline_jobs WHERE batch_id = %s AND "
     f"status = '{JobStatus.FAILED}' AND error IS NOT NULL AND NOT {_IS_SUPERSEDED} "
     "ORDER BY seq"
@@ -201,7 +201,7 @@ def read_summary(url: str, location: str, output: str) -> Summary:
             meta = _meta(conn, batch_id)
             tally = tally_rows(conn.execute(TALLY, (batch_id,)).fetchall())
             counters = _counters(conn, batch_id)
-            failed = [(str(i), str(e)) for i, e in conn.execute(_FAILED, (batch_id,)).fetchall()]
+            failed = [(str(i), str(e)) for i, e in conn.execute(FAILED, (batch_id,)).fetchall()]
     except psycopg.Error as exc:
         raise StateError(f"cannot read: {_reason(exc)}", location=location) from exc
     return Summary(meta, tally, counters, failed)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import psycopg
@@ -35,6 +36,7 @@ from pipeline.store._pg_conn import (
     select_records,
     tally_rows,
 )
+from pipeline.store._pg_view import PgView, open_view
 from pipeline.store._records import JobRecord, TallyRow
 
 # A grouped write: it sends its statement and returns the cursor, read once committed.
@@ -195,6 +197,9 @@ class PostgresStore:
 
         result: list[TallyRow] = await self._run(read)
         return result
+
+    def reading(self) -> AbstractAsyncContextManager[PgView]:
+        return open_view(self.pg)
 
     async def mark_intent(self, job_id: str, at: str | None = None) -> bool:
         # Fenced by the lease: a process whose lease was taken over writes nothing.

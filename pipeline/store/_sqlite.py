@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +43,7 @@ from pipeline.store._sqlite_layout import (
     sync,
     tally,
 )
+from pipeline.store._sqlite_view import SqliteView, open_view
 
 __all__ = ["SqliteStore", "read_snapshot"]
 
@@ -177,6 +179,9 @@ class SqliteStore:
 
     async def tally(self) -> list[TallyRow]:
         return await self._run(tally)
+
+    def reading(self) -> AbstractAsyncContextManager[SqliteView]:
+        return open_view(self.path)
 
     @property
     def fleet(self) -> None:

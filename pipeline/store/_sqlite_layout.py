@@ -52,7 +52,7 @@ SCHEMA_VERSION = 1
 MIGRATIONS: dict[int, str] = {}
 
 # The columns of a JobRow, in its order.
-_COLUMNS = (
+COLUMNS = (
     "id, seq, provider, fingerprint, status, remote_id, attempts, submitted_at, completed_at, "
     "latency_s, job, images, cost, usage, error, flags, duplicate_cost, "
     "json_array_length(images)"
@@ -70,7 +70,7 @@ DROP_FLAG = (
 
 def select_rows(conn: sqlite3.Connection, where: str = "") -> list[JobRecord]:
     with _gc.paused():
-        rows = sort_rows(conn.execute(f"SELECT {_COLUMNS} FROM jobs {where}").fetchall())
+        rows = sort_rows(conn.execute(f"SELECT {COLUMNS} FROM jobs {where}").fetchall())
         return list(map(JobRecord, rows))
 
 
@@ -85,7 +85,7 @@ _TALLY = (
     f"SELECT provider, status, {_IS_SUPERSEDED}, cost, duplicate_cost, count(*), "
     "total(json_array_length(images)) FROM jobs GROUP BY 1, 2, 3, 4, 5"
 )
-_FAILED = (
+FAILED = (
     f"SELECT id, error FROM jobs WHERE status = '{JobStatus.FAILED}' AND error IS NOT NULL "
     f"AND NOT {_IS_SUPERSEDED} ORDER BY seq"
 )
@@ -106,7 +106,7 @@ def read_summary(path: Path) -> Summary:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("BEGIN")  # one snapshot for every read below
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        summary = Summary(meta, tally(conn), counters(conn), conn.execute(_FAILED).fetchall())
+        summary = Summary(meta, tally(conn), counters(conn), conn.execute(FAILED).fetchall())
         conn.execute("COMMIT")
         return summary
     finally:

@@ -180,12 +180,12 @@ class _HeldFolder(LocalFolder):
         super().write_atomic(name, held())
 
 
-async def test_a_cancelled_rewrite_returns_at_once_and_leaves_nothing_behind(
+async def test_a_cancelled_rewrite_stops_at_its_next_piece_and_leaves_nothing_behind(
     tmp_path: Path,
 ) -> None:
-    """A rewrite cancelled mid-way (a run stopping) does not wait for its thread: the
-    abandoned write stops at its next piece, removes its temporary file, and the next
-    write waits for it, so the older document can never replace the newer one."""
+    """A rewrite cancelled mid-way (a run stopping) stops at its next piece: no ledger.json
+    from it and no temporary file; its view of the state stays open until its thread has
+    stopped reading; the next write is whole."""
     store = await _varied_store(tmp_path)
     folder = _HeldFolder(tmp_path)
     sink = LedgerSink(store, folder, HEADER, clock=SystemClock())
@@ -194,12 +194,13 @@ async def test_a_cancelled_rewrite_returns_at_once_and_leaves_nothing_behind(
             tg.start_soon(sink.write)
             await anyio.to_thread.run_sync(folder.writing.wait, 30)
             scope.cancel()
-    # Back while the abandoned thread is still held inside its write.
-    assert not folder.go_on.is_set()
+            # The writer thread goes on once cancelled: it must see the stop.
+            threading.Timer(0.2, folder.go_on.set).start()
+    assert folder.go_on.is_set()  # the cancelled write waited for its thread
     assert LEDGER_NAME not in os.listdir(tmp_path)
+    assert [name for name in os.listdir(tmp_path) if name.endswith(".tmp")] == []
     assert sink.finish_cost_s() == 0.0  # no write under way, none finished
     folder.hold = False
-    folder.go_on.set()
     doc = await sink.write(finished=True)
     written = json.loads((tmp_path / LEDGER_NAME).read_text())
     assert written["finished"] is True
@@ -208,5 +209,4 @@ async def test_a_cancelled_rewrite_returns_at_once_and_leaves_nothing_behind(
         await store.records(),
         await store.counters(),
     )
-    assert [name for name in os.listdir(tmp_path) if name.endswith(".tmp")] == []
     await store.close()

@@ -3,12 +3,18 @@ readers beside a writer, group commit."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import anyio
 import pytest
 
+from pipeline.clock import SystemClock
 from pipeline.errors import StateError
 from pipeline.jobs import Job, JobParams, JobStatus
-from pipeline.ledger import LedgerHeader, summarize, summarize_tally
+from pipeline.ledger import LedgerHeader, _sink, summarize, summarize_tally
+from pipeline.outputs._local import LocalFolder
 from pipeline.store import read_summary, tally_records
 from pipeline.store._edits import fingerprint, job_document
 from tests.ledger._support import build_ledger
@@ -17,6 +23,7 @@ from tests.store.conftest import OUTPUT, Backend
 pytestmark = pytest.mark.anyio
 
 MODELS = {"wavespeed": "kling-image-o3", "skills_video": "kling-ai/o3-image"}
+HEADER = LedgerHeader("store-test", "m.yaml", "2026-01-01T00:00:00Z", "t", False)
 
 
 def _job(prompt: str, job_id: str = "a", provider: str = "wavespeed") -> Job:
@@ -155,6 +162,37 @@ async def test_a_run_reads_back_only_the_rows_it_needs(backend: Backend) -> None
     every = await store.sync_batch(jobs[1:], MODELS)
     assert list(every) == [f"j{i}" for i in range(7)]
     assert all(rec.row == every[job_id].row for job_id, rec in needed.items())
+    await store.close()
+
+
+async def test_a_view_keeps_its_moment_while_the_run_writes(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reading()`` sees the state as it was when it began, in every read, while writes
+    go on and commit; the ledger written from a view, a few records at a time, is the
+    whole document of the records (in seq order, archived rows included)."""
+    jobs = [_job(f"prompt {i}", f"j{i:02d}") for i in range(25)]
+    store = await backend.open()
+    await store.sync_batch([*jobs[::-1], _job("before", "edited")], MODELS)
+    await store.sync_batch([*jobs[::-1], _job("after", "edited")], MODELS)  # archives one
+    await store.mark_completed("j03", at="t", latency_s=1, images=[], cost={"usd": 1}, usage={})
+    before = await store.records()
+    async with store.reading() as view:
+        await store.mark_failed("j04", at="t", error={"code": "x"}, cost=None, usage=None)
+        assert sorted(await view.tally()) == sorted(tally_records(before))
+        assert await view.failed() == []
+        chunks = await anyio.to_thread.run_sync(lambda: list(view.chunks(4)))
+    assert [len(c) for c in chunks] == [4] * 6 + [3]
+    assert [r.row for c in chunks for r in c] == [r.row for r in before]
+    assert [r.id for r in before][:3] == ["j24", "j23", "j22"]  # seq order: batch order
+    monkeypatch.setattr(_sink, "_RECORDS_AT_ONCE", 3)
+    folder = LocalFolder(tmp_path / "out")
+    sink = _sink.LedgerSink(store, folder, HEADER, clock=SystemClock())
+    doc = await sink.write()
+    written = json.loads((tmp_path / "out" / "ledger.json").read_text())
+    header = replace(HEADER, updated_at=str(doc["updated_at"]))
+    assert written == build_ledger(header, await store.records(), await store.counters())
+    assert list(doc["jobs"]) == written["jobs"]  # type: ignore[call-overload]
     await store.close()
 
 

@@ -1,0 +1,87 @@
+"""A read transaction on a PostgreSQL batch beside its writers: what a ledger rewrite reads.
+
+``REPEATABLE READ, READ ONLY`` on a connection of the store's pool: the view sees the batch
+as it was at its first read while the run (and a fleet) go on writing. Records come
+through a server-side cursor in ``seq`` order (the ``(batch_id, seq)`` index), a chunk per
+fetch, fetched from the worker thread that iterates them by a call into the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import anyio.from_thread
+import psycopg
+
+from pipeline import _gc
+from pipeline.store._base import Counters
+from pipeline.store._pg_conn import COLUMNS, FAILED, TALLY, Conn, PgState, read_counters, tally_rows
+from pipeline.store._records import JobRecord, TallyRow, as_row
+
+
+class PgView:
+    """One read transaction on the batch ``pg.batch_id``, on ``conn``."""
+
+    def __init__(self, conn: Conn, pg: PgState) -> None:
+        self._conn = conn
+        self._pg = pg
+
+    def __repr__(self) -> str:
+        return f"PgView({self._pg.location!r}, batch {self._pg.batch_id})"
+
+    async def tally(self) -> list[TallyRow]:
+        try:
+            cur = await self._conn.execute(TALLY, (self._pg.batch_id,))
+            return tally_rows(await cur.fetchall())
+        except psycopg.Error as exc:
+            raise self._pg.error(exc) from exc
+
+    async def counters(self) -> Counters:
+        try:
+            return await read_counters(self._conn, self._pg.batch_id)
+        except psycopg.Error as exc:
+            raise self._pg.error(exc) from exc
+
+    async def failed(self) -> list[tuple[str, str]]:
+        try:
+            cur = await self._conn.execute(FAILED, (self._pg.batch_id,))
+            return [(str(i), str(e)) for i, e in await cur.fetchall()]
+        except psycopg.Error as exc:
+            raise self._pg.error(exc) from exc
+
+    def chunks(self, size: int) -> Iterator[list[JobRecord]]:
+        cursor = self._conn.cursor(name="pipeline_view")
+
+        async def start() -> None:
+            await cursor.execute(
+                f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s ORDER BY seq".encode(),
+                (self._pg.batch_id,),
+            )
+
+        async def fetch() -> list[JobRecord]:
+            rows = await cursor.fetchmany(size)
+            with _gc.paused():
+                return list(map(JobRecord, map(as_row, rows)))
+
+        try:
+            anyio.from_thread.run(start)
+            while chunk := anyio.from_thread.run(fetch):
+                yield chunk
+        except psycopg.Error as exc:
+            raise self._pg.error(exc) from exc
+        finally:
+            anyio.from_thread.run(cursor.close)
+
+
+@asynccontextmanager
+async def open_view(pg: PgState) -> AsyncIterator[PgView]:
+    """A view of the batch, on a connection of its pool. Raises ``StateError``."""
+    try:
+        async with pg.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            # The snapshot is taken by the first query, here: not by a later read.
+            await conn.execute("SELECT 1 FROM pipeline_batches WHERE id = %s", (pg.batch_id,))
+            yield PgView(conn, pg)
+    except psycopg.Error as exc:
+        raise pg.error(exc) from exc
