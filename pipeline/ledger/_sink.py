@@ -38,7 +38,7 @@ from pipeline.ledger._document import (
     summarize_tally,
 )
 from pipeline.outputs import Output
-from pipeline.store import RunStore, StateView
+from pipeline.store import JobRecord, RunStore, StateView
 
 LEDGER_INTERVAL_S = 1.0
 LEDGER_SPACING = 20.0  # x the last rewrite's duration
@@ -92,9 +92,8 @@ class LedgerSink:
         self._dirty = anyio.Event()
         self.last_write_s = 0.0
         self._writing_since: float | None = None
-        # Held by the thread writing; one that was abandoned (cancelled) holds it until
-        # it has stopped, so it can never replace a later write's file.
-        self._one_at_a_time = threading.Lock()
+        self._progress = [0, 1]  # records written by the rewrite under way, of all
+        self._stopped_guess_s = 0.0  # what a stopped rewrite would have taken
 
     def mark_dirty(self) -> None:
         """Something changed: rewrite when the spacing allows."""
@@ -115,9 +114,16 @@ class LedgerSink:
         self._requests = requests
 
     def finish_cost_s(self) -> float:
-        """What a rewrite costs by the last one (or by the one under way, so far)."""
-        under_way = 0.0 if self._writing_since is None else self.clock.now() - self._writing_since
-        return max(self.last_write_s, under_way)
+        """What a rewrite costs: the last one's time, or the time of one stopped (or under
+        way) by the share of the records it wrote."""
+        guess = self._stopped_guess_s
+        if self._writing_since is not None:
+            guess = max(guess, self._guess(self.clock.now() - self._writing_since))
+        return max(self.last_write_s, guess)
+
+    def _guess(self, elapsed: float) -> float:
+        done = self._progress[0] / max(self._progress[1], 1)
+        return elapsed / done if done > 0 else max(elapsed, 2 * LEDGER_INTERVAL_S)
 
     async def write(self, *, finished: bool = False) -> dict[str, object]:
         """Rewrite ledger.json from a view of the state (``RunStore.reading``): totals
@@ -127,13 +133,21 @@ class LedgerSink:
         Cancelled, it returns once the write under way has stopped at its next piece and
         removed its temporary file."""
         started = self._writing_since = self.clock.now()
+        self._progress = [0, 1]
         try:
             await self.flush_counters()
             header = replace(self.header, updated_at=utcnow(), finished=finished)
             async with self.state.reading() as view:
-                totals, providers = summarize_tally(await view.tally(), await view.counters())
+                tally = await view.tally()
+                totals, providers = summarize_tally(tally, await view.counters())
                 head = ledger_head(header, totals, providers)
+                self._progress = [0, sum(group.jobs for group in tally)]
                 await self._stream(head, view)
+        except anyio.get_cancelled_exc_class():
+            self._stopped_guess_s = max(
+                self._stopped_guess_s, self._guess(self.clock.now() - started)
+            )
+            raise
         finally:
             self._writing_since = None
         self.last_write_s = self.clock.now() - started
@@ -143,10 +157,17 @@ class LedgerSink:
         stop = threading.Event()
         ended = threading.Event()
 
+        progress = self._progress
+
+        def counted() -> Iterator[list[JobRecord]]:
+            for chunk in view.chunks(_RECORDS_AT_ONCE):
+                progress[0] += len(chunk)
+                yield chunk
+
         def _write() -> None:
             try:
                 with _gc.paused():
-                    pieces = encode_streamed(head, view.chunks(_RECORDS_AT_ONCE))
+                    pieces = encode_streamed(head, counted())
                     self.output.write_atomic(LEDGER_NAME, _until(stop, pieces))
             finally:
                 ended.set()

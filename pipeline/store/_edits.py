@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -51,6 +51,35 @@ def stored_document(doc: dict[str, Any]) -> str:
         "variant": doc.get("variant", {}),
     }
     return json.dumps(shown)
+
+
+def stored_documents(
+    jobs: Sequence[Job], indices: Iterable[int], models: Mapping[str, str]
+) -> Iterator[str]:
+    """``stored_document(job_document(jobs[k], models[provider]))`` for each ``k``, the
+    same text spelled out directly, each ``params`` and ``variant`` object once (the jobs
+    of a manifest share them): a million new jobs are stored in a fraction of the time.
+    """
+    params: dict[int, str] = {}  # id -> text; the jobs keep the objects alive
+    variants: dict[int, str] = {}
+    for k in indices:
+        job = jobs[k]
+        p, v = job.params, job.variant
+        p_text = params.get(id(p))
+        if p_text is None:
+            p_text = params[id(p)] = json.dumps(p.as_dict())
+        v_text = variants.get(id(v))
+        if v_text is None:
+            v_text = variants[id(v)] = json.dumps(dict(v))
+        yield (
+            f'{{"provider": {_ascii(job.provider)}, "model": {_ascii(models[job.provider])}, '
+            f'"prompt_id": {_ascii(job.prompt_id)}, "prompt": {_ascii(job.prompt)}, '
+            f'"params": {p_text}, "variant": {v_text}}}'
+        )
+
+
+def _ascii(text: str | None) -> str:
+    return "null" if text is None else encode_basestring_ascii(text)
 
 
 def fingerprint(doc: dict[str, Any]) -> str:

@@ -99,9 +99,11 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0] if "\n" in text else text
 
 
-async def select_records(conn: Conn, batch_id: int, where: str = "") -> list[JobRecord]:
+async def select_records(
+    conn: Conn, batch_id: int, where: str = "", columns: str = COLUMNS
+) -> list[JobRecord]:
     cur = await conn.execute(
-        f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s {where}".encode(),
+        f"SELECT {columns} FROM pipeline_jobs WHERE batch_id = %s {where}".encode(),
         (batch_id,),
     )
     rows = await cur.fetchall()
@@ -114,6 +116,11 @@ _IS_SUPERSEDED = f"strpos(flags, '\"{Flag.SUPERSEDED}\"') > 0"
 NEEDED = (
     f"AND NOT (status = '{JobStatus.PENDING}' AND cost IS NULL AND duplicate_cost IS NULL "
     f"AND images = '[]' AND NOT {_IS_SUPERSEDED})"
+)
+# What a run reads of them: not the job document nor the usage (only the ledger shows
+# those, and it reads its own), which are most of a row's bytes.
+RUN_COLUMNS = COLUMNS.replace(
+    "latency_s, job, images, cost, usage,", "latency_s, '', images, cost, '{}',"
 )
 IDENTITY = f"SELECT id, fingerprint, {_IS_SUPERSEDED}, seq FROM pipeline_jobs WHERE batch_id = %s"
 TALLY = (

@@ -25,10 +25,11 @@ from psycopg.rows import TupleRow
 from pipeline._batching import Batcher, Call
 from pipeline.jobs import Flag, Job, JobStatus
 from pipeline.store._base import Counters
-from pipeline.store._edits import job_document, job_fingerprints, plan_sync, stored_document
+from pipeline.store._edits import job_fingerprints, plan_sync, stored_documents
 from pipeline.store._pg_conn import (
     IDENTITY,
     NEEDED,
+    RUN_COLUMNS,
     TALLY,
     Conn,
     PgState,
@@ -179,7 +180,9 @@ class PostgresStore:
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (b,))
                 if await _apply_sync(conn, b, jobs, models):
                     self._writes += 1
-                return await select_records(conn, b, "" if all_rows else NEEDED)
+                if all_rows:
+                    return await select_records(conn, b)
+                return await select_records(conn, b, NEEDED, RUN_COLUMNS)
 
         return {r.id: r for r in await self._run(sync)}
 
@@ -330,17 +333,18 @@ async def _apply_sync(
             (job_id, b, archived),
         )
         await conn.execute(_DROP_FLAG.encode(), {"b": b, "id": job_id, "flag": Flag.SUPERSEDED})
-    rows = [
-        (b, job_id, seq, provider, fp, stored_document(job_document(jobs[k], models[provider])))
-        for k, job_id, seq, provider, fp in plan.insert
-    ]
-    if len(rows) > _COPY_AT:
+    documents = stored_documents(jobs, (k for k, *_ in plan.insert), models)
+    rows = (
+        (b, job_id, seq, provider, fp, doc)
+        for (_, job_id, seq, provider, fp), doc in zip(plan.insert, documents, strict=True)
+    )
+    if len(plan.insert) > _COPY_AT:
         async with conn.cursor().copy(
             "COPY pipeline_jobs (batch_id, id, seq, provider, fingerprint, job) FROM STDIN"
         ) as copy:
             for row in rows:
                 await copy.write_row(row)
-    elif rows:
+    elif plan.insert:
         await conn.cursor().executemany(
             "INSERT INTO pipeline_jobs (batch_id, id, seq, provider, fingerprint, job) "
             "VALUES (%s, %s, %s, %s, %s, %s)",

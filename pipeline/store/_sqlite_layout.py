@@ -16,7 +16,7 @@ from pipeline import _gc
 from pipeline.errors import StateError
 from pipeline.jobs import Flag, Job, JobStatus
 from pipeline.store._base import Counters, Snapshot, Summary
-from pipeline.store._edits import job_document, job_fingerprints, plan_sync, stored_document
+from pipeline.store._edits import job_fingerprints, plan_sync, stored_documents
 from pipeline.store._records import JobRecord, TallyRow, sort_rows
 
 SCHEMA = """
@@ -68,9 +68,11 @@ DROP_FLAG = (
 )
 
 
-def select_rows(conn: sqlite3.Connection, where: str = "") -> list[JobRecord]:
+def select_rows(
+    conn: sqlite3.Connection, where: str = "", columns: str = COLUMNS
+) -> list[JobRecord]:
     with _gc.paused():
-        rows = sort_rows(conn.execute(f"SELECT {COLUMNS} FROM jobs {where}").fetchall())
+        rows = sort_rows(conn.execute(f"SELECT {columns} FROM jobs {where}").fetchall())
         return list(map(JobRecord, rows))
 
 
@@ -79,6 +81,11 @@ _IS_SUPERSEDED = f"instr(flags, '\"{Flag.SUPERSEDED}\"') > 0"
 _NEEDED = (
     f"WHERE NOT (status = '{JobStatus.PENDING}' AND cost IS NULL AND duplicate_cost IS NULL "
     f"AND images = '[]' AND NOT {_IS_SUPERSEDED})"
+)
+# What a run reads of them: not the job document nor the usage (only the ledger shows
+# those, and it reads its own), which are most of a row's bytes.
+RUN_COLUMNS = COLUMNS.replace(
+    "latency_s, job, images, cost, usage,", "latency_s, '', images, cost, '{}',"
 )
 _IDENTITY = f"SELECT id, fingerprint, {_IS_SUPERSEDED}, seq FROM jobs"
 _TALLY = (
@@ -135,7 +142,7 @@ def sync(
 ) -> tuple[list[JobRecord], bool]:
     """Carry out ``plan_sync`` for ``jobs`` in one transaction: the records after it
     (``all_rows``: every one, else those a run needs), and whether anything changed."""
-    where = "" if all_rows else _NEEDED
+    where, columns = ("", COLUMNS) if all_rows else (_NEEDED, RUN_COLUMNS)
     with _gc.paused():
         identities = conn.execute(_IDENTITY).fetchall()
         existing = [(job_id, fp, bool(sup)) for job_id, fp, sup, _ in identities]
@@ -146,11 +153,13 @@ def sync(
     plan = plan_sync(existing, wanted, next_seq)
     del existing, wanted, fingerprints
     if not plan:
-        return select_rows(conn, where), False
-    inserts = [
-        (job_id, seq, provider, fp, stored_document(job_document(jobs[k], models[provider])))
-        for k, job_id, seq, provider, fp in plan.insert
-    ]
+        return select_rows(conn, where, columns), False
+    # Built as they are inserted: a million new rows are never all held at once.
+    documents = stored_documents(jobs, (k for k, *_ in plan.insert), models)
+    inserts = (
+        (job_id, seq, provider, fp, doc)
+        for (_, job_id, seq, provider, fp), doc in zip(plan.insert, documents, strict=True)
+    )
     conn.execute("BEGIN IMMEDIATE")
     try:
         for job_id, archived in plan.archive:
@@ -168,7 +177,7 @@ def sync(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return select_rows(conn, where), True
+    return select_rows(conn, where, columns), True
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:

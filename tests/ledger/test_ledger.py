@@ -199,7 +199,7 @@ async def test_a_cancelled_rewrite_stops_at_its_next_piece_and_leaves_nothing_be
     assert folder.go_on.is_set()  # the cancelled write waited for its thread
     assert LEDGER_NAME not in os.listdir(tmp_path)
     assert [name for name in os.listdir(tmp_path) if name.endswith(".tmp")] == []
-    assert sink.finish_cost_s() == 0.0  # no write under way, none finished
+    assert sink.finish_cost_s() > 0.0  # what the stopped write would have taken
     folder.hold = False
     doc = await sink.write(finished=True)
     written = json.loads((tmp_path / LEDGER_NAME).read_text())

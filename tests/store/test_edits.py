@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.jobs import Job, JobParams
-from pipeline.store._edits import fingerprint, job_document, job_fingerprints, plan_sync
+from pipeline.store._edits import (
+    fingerprint,
+    job_document,
+    job_fingerprints,
+    plan_sync,
+    stored_document,
+    stored_documents,
+)
 
 _text = st.text(max_size=30)
 
@@ -28,6 +35,49 @@ def test_job_fingerprint_equals_the_document_fingerprint(
     params = JobParams(aspect, resolution, fmt, n, tuple(urls))
     job = Job(id="x", prompt_id="x", provider=provider, prompt=prompt, params=params)
     assert job_fingerprints([job]) == [fingerprint(job_document(job, "any-model"))]
+
+
+@given(
+    prompt=_text,
+    prompt_id=_text,
+    provider=st.sampled_from(["wavespeed", "skills_video", "ünï"]),
+    model=_text,
+    aspect=_text,
+    n=st.integers(min_value=-5, max_value=10**12),
+    urls=st.lists(_text, max_size=3),
+    variant=st.dictionaries(_text, _text, max_size=3),
+)
+def test_stored_documents_are_the_documented_text(
+    prompt: str,
+    prompt_id: str,
+    provider: str,
+    model: str,
+    aspect: str,
+    n: int,
+    urls: list[str],
+    variant: dict[str, str],
+) -> None:
+    """The fast spelling of a job's stored document is byte-for-byte ``stored_document``,
+    for any text, with params and variants shared between jobs or not."""
+    params = JobParams(aspect, "2k", "png", n, tuple(urls))
+    jobs = [
+        Job(
+            id="x",
+            prompt_id=prompt_id,
+            provider=provider,
+            prompt=prompt,
+            params=params,
+            variant=variant,
+        ),
+        Job(
+            id="y", prompt_id="p", provider=provider, prompt="other", params=params, variant=variant
+        ),
+        Job(id="z", prompt_id="p", provider=provider, prompt=prompt, params=JobParams()),
+    ]
+    models = {provider: model}
+    expected = [stored_document(job_document(job, model)) for job in jobs]
+    assert list(stored_documents(jobs, [0, 1, 2], models)) == expected
+    assert list(stored_documents(jobs, [2, 0], models)) == [expected[2], expected[0]]
 
 
 def test_jobs_sharing_params_are_fingerprinted_as_each_alone() -> None:
