@@ -23,11 +23,9 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from pipeline._batching import Batcher, Call
-from pipeline.jobs import Flag, Job, JobStatus
+from pipeline.jobs import Job, JobStatus
 from pipeline.store._base import Counters
-from pipeline.store._edits import job_fingerprints, plan_sync, stored_documents
 from pipeline.store._pg_conn import (
-    IDENTITY,
     NEEDED,
     RUN_COLUMNS,
     TALLY,
@@ -37,21 +35,13 @@ from pipeline.store._pg_conn import (
     select_records,
     tally_rows,
 )
+from pipeline.store._pg_sync import ADD_FLAG, apply_sync
 from pipeline.store._pg_view import PgView, open_view
 from pipeline.store._records import JobRecord, TallyRow
 
 # A grouped write: it sends its statement and returns the cursor, read once committed.
 Op = Callable[[Conn], Awaitable[psycopg.AsyncCursor[TupleRow]]]
 
-_ADD_FLAG = (
-    "UPDATE pipeline_jobs SET flags = (flags::jsonb || jsonb_build_array(%(flag)s::text))::text "
-    "WHERE batch_id = %(b)s AND id = %(id)s AND NOT (flags::jsonb ? %(flag)s)"
-)
-_DROP_FLAG = (
-    "UPDATE pipeline_jobs SET flags = (flags::jsonb - %(flag)s)::text "
-    "WHERE batch_id = %(b)s AND id = %(id)s"
-)
-_COPY_AT = 500  # inserts past this many go through COPY
 # A settled job holds no reservation and no task slot: its cost is what it spent (the
 # budget row and the slot count follow, by trigger, in the same transaction).
 _SETTLED = "reserved_usd = 0, reserved_credits = 0, holds_slot = false"
@@ -178,7 +168,7 @@ class PostgresStore:
             async with conn.transaction():
                 # Workers starting together sync one after the other.
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (b,))
-                if await _apply_sync(conn, b, jobs, models):
+                if await apply_sync(conn, b, jobs, models):
                     self._writes += 1
                 if all_rows:
                     return await select_records(conn, b)
@@ -285,7 +275,7 @@ class PostgresStore:
         )
 
     async def add_flag(self, job_id: str, flag: str) -> None:
-        await self._write(_ADD_FLAG, {"id": job_id, "flag": flag})
+        await self._write(ADD_FLAG, {"id": job_id, "flag": flag})
 
     async def add_duplicate_cost(
         self, job_id: str, usd: float, credits: float, tasks: Sequence[str] = ()
@@ -304,55 +294,3 @@ class PostgresStore:
             "WHERE batch_id = %(b)s AND id = %(id)s",
             {"id": job_id, "usd": usd, "cr": credits, "t": json.dumps(list(tasks))},
         )
-
-
-async def _apply_sync(
-    conn: Conn, batch_id: int, jobs: Sequence[Job], models: Mapping[str, str]
-) -> bool:
-    """Carry out ``plan_sync`` inside the caller's transaction; whether anything changed."""
-    cur = await conn.execute(IDENTITY, (batch_id,))
-    identities = await cur.fetchall()
-    existing = [(str(i), str(fp), bool(sup)) for i, fp, sup, _ in identities]
-    next_seq = max((int(seq) for *_, seq in identities), default=-1) + 1
-    del identities
-    fingerprints = job_fingerprints(jobs)
-    wanted = [(j.id, j.provider, fp) for j, fp in zip(jobs, fingerprints, strict=True)]
-    plan = plan_sync(existing, wanted, next_seq)
-    if not plan:
-        return False
-    b = batch_id
-    for job_id, archived in plan.archive:
-        await conn.execute(
-            "UPDATE pipeline_jobs SET id = %s WHERE batch_id = %s AND id = %s",
-            (archived, b, job_id),
-        )
-        await conn.execute(_ADD_FLAG.encode(), {"b": b, "id": archived, "flag": Flag.SUPERSEDED})
-    for archived, job_id in plan.restore:
-        await conn.execute(
-            "UPDATE pipeline_jobs SET id = %s WHERE batch_id = %s AND id = %s",
-            (job_id, b, archived),
-        )
-        await conn.execute(_DROP_FLAG.encode(), {"b": b, "id": job_id, "flag": Flag.SUPERSEDED})
-    documents = stored_documents(jobs, (k for k, *_ in plan.insert), models)
-    rows = (
-        (b, job_id, seq, provider, fp, doc)
-        for (_, job_id, seq, provider, fp), doc in zip(plan.insert, documents, strict=True)
-    )
-    if len(plan.insert) > _COPY_AT:
-        async with conn.cursor().copy(
-            "COPY pipeline_jobs (batch_id, id, seq, provider, fingerprint, job) FROM STDIN"
-        ) as copy:
-            for row in rows:
-                await copy.write_row(row)
-    elif plan.insert:
-        await conn.cursor().executemany(
-            "INSERT INTO pipeline_jobs (batch_id, id, seq, provider, fingerprint, job) "
-            "VALUES (%s, %s, %s, %s, %s, %s)",
-            rows,
-        )
-    flag = Flag.SUPERSEDED
-    for job_id in plan.retire:
-        await conn.execute(_ADD_FLAG.encode(), {"b": b, "id": job_id, "flag": flag})
-    for job_id in plan.unretire:
-        await conn.execute(_DROP_FLAG.encode(), {"b": b, "id": job_id, "flag": flag})
-    return True
