@@ -160,7 +160,7 @@ def resume_breakdown(manifest: Path, out: Path) -> dict[str, float]:
     async def sync() -> int:
         state = await SqliteStore.open(out / "state.db")
         try:
-            records = await state.sync_batch(batch.jobs, MODELS)
+            records = await state.sync_batch(batch.jobs, MODELS, all_rows=False)  # as a run
         finally:
             await state.close()
         t = time.perf_counter()

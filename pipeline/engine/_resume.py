@@ -60,10 +60,10 @@ def work_for(
     if rec is None:
         return WorkItem(job)
     status = rec.row.status
+    if status == JobStatus.COMPLETED and rec.id not in broken:
+        return None  # most of a resumed batch: nothing to read further
     since = _epoch(rec.row.submitted_at)
     if status == JobStatus.COMPLETED:
-        if rec.id not in broken:
-            return None
         if rec.remote_id:
             return WorkItem(job, rec.remote_id, flags=(Flag.REDOWNLOADED,), since=since)
         return WorkItem(job, flags=(Flag.REGENERATED,))

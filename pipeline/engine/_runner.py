@@ -25,11 +25,18 @@ from pipeline.engine._outcome import RunOutcome, exit_code, log_outcome, storage
 from pipeline.engine._relocate import keep_files_with_their_jobs
 from pipeline.engine._resume import WorkItem, plan_work, to_check, work_for
 from pipeline.errors import StateError, UsageError
-from pipeline.jobs import Batch
+from pipeline.jobs import Batch, JobStatus
 from pipeline.ledger import STAMP_KEY, LedgerHeader, LedgerSink, summarize_tally
 from pipeline.outputs import Output, open_output
 from pipeline.providers.specs import SPECS
-from pipeline.store import JobRecord, RunStore, open_store, spent, state_location
+from pipeline.store import (
+    JobRecord,
+    RunStore,
+    open_store,
+    spent,
+    state_location,
+    tally_records,
+)
 
 if TYPE_CHECKING:
     from pipeline.engine._fleet import FleetRun
@@ -166,6 +173,7 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
             # Not the plain pending rows: a job without a record is one (every one of a
             # new batch), so a million new jobs are not read back.
             records = await state.sync_batch(batch.jobs, models, all_rows=False)
+            synced_writes = state.writes
             await keep_files_with_their_jobs(state, output, records.values())
             broken = await output.missing(to_check(batch, records))
             work = plan_work(batch, records, broken, retry_failed=options.retry_failed)
@@ -181,10 +189,18 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
             await _send(run, records, work, broken)
         with anyio.CancelScope(shield=True):
             outcome = run.outcome
-            # The counts from the state's tally: a million jobs are never all read.
-            async with state.reading() as view:
-                tally, counters = await view.tally(), await view.counters()
-                failed = await view.failed()
+            if not work and state.fleet is None and state.writes == synced_writes:
+                # Nothing sent, nothing written since the sync: `records` is the state.
+                tally, counters = tally_records(records.values()), await state.counters()
+                failed = [
+                    (r.id, r.row.error_json)
+                    for r in records.values()
+                    if r.row.status == JobStatus.FAILED and r.row.error_json and not r.superseded
+                ]
+            else:  # counted by the state itself: a million jobs are never all read
+                async with state.reading() as view:
+                    tally, counters = await view.tally(), await view.counters()
+                    failed = await view.failed()
             totals, providers = summarize_tally(tally, counters)
             outcome.completed = totals["completed"]
             outcome.failed = totals["failed"]
@@ -205,7 +221,8 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
                 kept = not work and state.writes == unchanged
                 stamp = meta.get(STAMP_KEY) if kept else None
                 try:
-                    doc = await sink.finish(finished=done, stamp=stamp or None)
+                    counted = (totals, providers)
+                    doc = await sink.finish(finished=done, stamp=stamp or None, counted=counted)
                 except Exception as exc:
                     failure = storage_stop(exc, output)
                     if failure is None:

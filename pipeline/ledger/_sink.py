@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import astuple, replace
 from functools import partial
+from typing import Any
 
 import anyio
 
@@ -48,6 +49,7 @@ STAMP_KEY = "ledger"  # meta key of the stamp
 LEDGER_LAYOUT = 2
 
 RequestCounts = Callable[[], Mapping[str, tuple[int, int]]]
+Counted = tuple[dict[str, Any], dict[str, dict[str, Any]]]  # totals, providers
 
 
 class _Stopped(Exception):
@@ -190,13 +192,16 @@ class LedgerSink:
             await self.write()
             await self.clock.sleep(rewrite_pause(self.last_write_s))
 
-    async def finish(self, *, finished: bool, stamp: str | None = None) -> dict[str, object]:
+    async def finish(
+        self, *, finished: bool, stamp: str | None = None, counted: Counted | None = None
+    ) -> dict[str, object]:
         """The run's last write, stamped. ``stamp``: the stamp found at the start of the
         run, when the run has changed nothing since (and has nothing of its own to count):
         if ledger.json is still the file it vouches for, with the header this write would
-        give it, the file is kept as it is and the stamp put back."""
+        give it, the file is kept as it is and the stamp put back (``counted``: the
+        state's totals and providers, when the caller has them)."""
         if stamp is not None:
-            doc = await self._kept(stamp, finished)
+            doc = await self._kept(stamp, finished, counted)
             if doc is not None:
                 await self.state.set_meta({STAMP_KEY: stamp})
                 return doc
@@ -218,7 +223,9 @@ class LedgerSink:
         with _gc.paused():
             return ledger_document(header, records, counters)
 
-    async def _kept(self, stamp: str, finished: bool) -> dict[str, object] | None:
+    async def _kept(
+        self, stamp: str, finished: bool, counted: Counted | None
+    ) -> dict[str, object] | None:
         """The ledger document as the file holds it, if ``stamp`` vouches for the file."""
         try:
             data = json.loads(stamp)
@@ -228,8 +235,9 @@ class LedgerSink:
         wanted = replace(self.header, updated_at=header.updated_at, finished=finished)
         if header != wanted or stamp != await _threads.run_sync(self._stamp, header):
             return None
-        totals, providers = summarize_tally(await self.state.tally(), await self.state.counters())
-        head = ledger_head(header, totals, providers)
+        if counted is None:
+            counted = summarize_tally(await self.state.tally(), await self.state.counters())
+        head = ledger_head(header, *counted)
         return {**head, "jobs": WrittenJobs(partial(self.output.read_bytes, LEDGER_NAME))}
 
     def _stamp(self, header: LedgerHeader) -> str | None:

@@ -181,8 +181,9 @@ class RunStore(Protocol):
         name) and return every record keyed by id, in ``seq`` order; without
         ``all_rows``, the rows a run needs: all but the plain pending jobs of the batch
         (never sent, nothing paid, no images: a job without a record is one), so a new
-        batch of a million jobs reads back nothing, and without their job documents and
-        usage (``""`` and ``"{}"``: the ledger reads its own rows).
+        batch of a million jobs reads back nothing; and without what only the ledger
+        shows (it reads its own rows): the job document, usage, fingerprint, completion
+        time, latency and attempts are blank (``""``, ``"{}"``, ``None``, ``0``).
 
         New jobs are inserted; a known id whose fingerprint changed is archived under
         ``<id>~<old fingerprint>`` flagged ``superseded`` and starts afresh; an id edited

@@ -117,10 +117,12 @@ NEEDED = (
     f"AND NOT (status = '{JobStatus.PENDING}' AND cost IS NULL AND duplicate_cost IS NULL "
     f"AND images = '[]' AND NOT {_IS_SUPERSEDED})"
 )
-# What a run reads of them: not the job document nor the usage (only the ledger shows
-# those, and it reads its own), which are most of a row's bytes.
-RUN_COLUMNS = COLUMNS.replace(
-    "latency_s, job, images, cost, usage,", "latency_s, '', images, cost, '{}',"
+# What a run reads of them: not what only the ledger shows (it reads its own rows): the
+# job document, usage, fingerprint, completion time, latency and attempts, most of a
+# row's bytes, are constants here (a JobRow of the same layout).
+RUN_COLUMNS = (
+    "id, seq, provider, '', status, remote_id, 0, submitted_at, NULL, NULL, '', images, "
+    "cost, '{}', error, flags, duplicate_cost, image_count"
 )
 IDENTITY = f"SELECT id, fingerprint, {_IS_SUPERSEDED}, seq FROM pipeline_jobs WHERE batch_id = %s"
 TALLY = (

@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pipeline.jobs import Flag, Job
-from pipeline.store._edits import job_fingerprints, plan_sync, stored_documents
+from pipeline.store._edits import (
+    DIGEST_KEY,
+    job_fingerprints,
+    jobs_digest,
+    plan_sync,
+    stored_documents,
+)
 from pipeline.store._pg_conn import IDENTITY, Conn
 
 ADD_FLAG = (
@@ -22,12 +28,23 @@ DROP_FLAG = (
     "WHERE batch_id = %(b)s AND id = %(id)s"
 )
 COPY_AT = 500  # inserts past this many go through COPY
+_DIGEST = "SELECT 1 FROM pipeline_meta WHERE batch_id = %s AND key = %s AND value = %s"
+_SET_META = (
+    "INSERT INTO pipeline_meta (batch_id, key, value) VALUES (%s, %s, %s) "
+    "ON CONFLICT (batch_id, key) DO UPDATE SET value = EXCLUDED.value"
+)
 
 
 async def apply_sync(
     conn: Conn, batch_id: int, jobs: Sequence[Job], models: Mapping[str, str]
 ) -> bool:
-    """Carry out ``plan_sync`` inside the caller's transaction; whether anything changed."""
+    """Carry out ``plan_sync`` inside the caller's transaction; whether anything changed.
+    Jobs whose digest the last sync stored are in line already (``jobs_digest``)."""
+    digest = jobs_digest(jobs)
+    cur = await conn.execute(_DIGEST, (batch_id, DIGEST_KEY, digest))
+    if await cur.fetchone() is not None:
+        return False
+    await conn.execute(_SET_META, (batch_id, DIGEST_KEY, digest))
     cur = await conn.execute(IDENTITY, (batch_id,))
     identities = await cur.fetchall()
     existing = [(str(i), str(fp), bool(sup)) for i, fp, sup, _ in identities]

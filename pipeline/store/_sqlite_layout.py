@@ -16,7 +16,13 @@ from pipeline import _gc
 from pipeline.errors import StateError
 from pipeline.jobs import Flag, Job, JobStatus
 from pipeline.store._base import Counters, Snapshot, Summary
-from pipeline.store._edits import job_fingerprints, plan_sync, stored_documents
+from pipeline.store._edits import (
+    DIGEST_KEY,
+    job_fingerprints,
+    jobs_digest,
+    plan_sync,
+    stored_documents,
+)
 from pipeline.store._records import JobRecord, TallyRow, sort_rows
 
 SCHEMA = """
@@ -82,10 +88,17 @@ _NEEDED = (
     f"WHERE NOT (status = '{JobStatus.PENDING}' AND cost IS NULL AND duplicate_cost IS NULL "
     f"AND images = '[]' AND NOT {_IS_SUPERSEDED})"
 )
-# What a run reads of them: not the job document nor the usage (only the ledger shows
-# those, and it reads its own), which are most of a row's bytes.
-RUN_COLUMNS = COLUMNS.replace(
-    "latency_s, job, images, cost, usage,", "latency_s, '', images, cost, '{}',"
+# What a run reads of them: not what only the ledger shows (it reads its own rows): the
+# job document, usage, fingerprint, completion time, latency and attempts, most of a
+# row's bytes, are constants here (a JobRow of the same layout).
+RUN_COLUMNS = (
+    "id, seq, provider, '', status, remote_id, 0, submitted_at, NULL, NULL, '', images, "
+    "cost, '{}', error, flags, duplicate_cost, json_array_length(images)"
+)
+_DIGEST = "SELECT 1 FROM meta WHERE key = ? AND value = ?"
+_SET_META = (
+    "INSERT INTO meta(key, value) VALUES (?, ?) "
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
 _IDENTITY = f"SELECT id, fingerprint, {_IS_SUPERSEDED}, seq FROM jobs"
 _TALLY = (
@@ -143,6 +156,9 @@ def sync(
     """Carry out ``plan_sync`` for ``jobs`` in one transaction: the records after it
     (``all_rows``: every one, else those a run needs), and whether anything changed."""
     where, columns = ("", COLUMNS) if all_rows else (_NEEDED, RUN_COLUMNS)
+    digest = jobs_digest(jobs)
+    if conn.execute(_DIGEST, (DIGEST_KEY, digest)).fetchone() is not None:
+        return select_rows(conn, where, columns), False  # the same jobs as last time
     with _gc.paused():
         identities = conn.execute(_IDENTITY).fetchall()
         existing = [(job_id, fp, bool(sup)) for job_id, fp, sup, _ in identities]
@@ -152,7 +168,8 @@ def sync(
     wanted = [(j.id, j.provider, fp) for j, fp in zip(jobs, fingerprints, strict=True)]
     plan = plan_sync(existing, wanted, next_seq)
     del existing, wanted, fingerprints
-    if not plan:
+    if not plan:  # nothing to change; noted, so the next sync of these jobs compares none
+        conn.execute(_SET_META, (DIGEST_KEY, digest))
         return select_rows(conn, where, columns), False
     # Built as they are inserted: a million new rows are never all held at once.
     documents = stored_documents(jobs, (k for k, *_ in plan.insert), models)
@@ -173,6 +190,7 @@ def sync(
         )
         conn.executemany(ADD_FLAG, [(Flag.SUPERSEDED, i, Flag.SUPERSEDED) for i in plan.retire])
         conn.executemany(DROP_FLAG, [(Flag.SUPERSEDED, i) for i in plan.unretire])
+        conn.execute(_SET_META, (DIGEST_KEY, digest))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -16,7 +16,7 @@ from pipeline.jobs import Job, JobParams, JobStatus
 from pipeline.ledger import LedgerHeader, _sink, summarize, summarize_tally
 from pipeline.outputs._local import LocalFolder
 from pipeline.store import read_summary, tally_records
-from pipeline.store._edits import fingerprint, job_document
+from pipeline.store._edits import DIGEST_KEY, fingerprint, job_document, jobs_digest
 from tests.ledger._support import build_ledger
 from tests.store.conftest import OUTPUT, Backend
 
@@ -143,10 +143,33 @@ async def test_ledger_totals_skip_superseded_jobs_but_count_their_cost(backend: 
     await store.close()
 
 
+async def test_a_sync_of_the_same_jobs_compares_nothing_and_any_edit_is_seen(
+    backend: Backend,
+) -> None:
+    """The digest of the synced jobs is kept: the same jobs again change nothing, and an
+    edit of one prompt, a reordering or a job that leaves is noticed and synced."""
+    jobs = [_job(f"prompt {i}", f"j{i}") for i in range(4)]
+    store = await backend.open()
+    await store.sync_batch(jobs, MODELS)
+    writes = store.writes
+    assert list(await store.sync_batch(jobs, MODELS)) == ["j0", "j1", "j2", "j3"]
+    assert store.writes == writes
+    edited = [*jobs[:3], _job("prompt 3, edited", "j3")]
+    records = await store.sync_batch(edited, MODELS)
+    assert store.writes == writes + 1
+    assert [i for i in records if i.startswith("j3~")]  # archived, and a new j3
+    assert records["j3"].job["prompt"] == "prompt 3, edited"
+    records = await store.sync_batch(edited[:2], MODELS)
+    assert records["j2"].superseded
+    assert records["j3"].superseded
+    assert jobs_digest(edited) != jobs_digest(edited[::-1]) != jobs_digest(edited[:2])
+    await store.close()
+
+
 async def test_a_run_reads_back_only_the_rows_it_needs(backend: Backend) -> None:
     """``all_rows=False`` leaves out exactly the plain pending jobs of the batch (never
     sent, nothing paid, no images): a new batch reads back nothing; the rows it does
-    return are whole but for the job document and usage, which only the ledger shows."""
+    return are whole but for what only the ledger shows (the job document, usage...)."""
     jobs = [_job(f"prompt {i}", f"j{i}") for i in range(7)]
     store = await backend.open()
     assert await store.sync_batch(jobs, MODELS, all_rows=False) == {}
@@ -161,8 +184,11 @@ async def test_a_run_reads_back_only_the_rows_it_needs(backend: Backend) -> None
     assert list(needed) == ["j0", "j1", "j2", "j3", "j4", "j6"]
     every = await store.sync_batch(jobs[1:], MODELS)
     assert list(every) == [f"j{i}" for i in range(7)]
-    for job_id, rec in needed.items():  # all but the job document and usage
-        assert rec.row == every[job_id].row._replace(job_json="", usage_json="{}")
+    for job_id, rec in needed.items():  # all but what only the ledger shows
+        shown = every[job_id].row._replace(
+            job_json="", usage_json="{}", fingerprint="", attempts=0, completed_at=None
+        )
+        assert rec.row == shown._replace(latency_s=None)
     await store.close()
 
 
@@ -257,8 +283,9 @@ async def test_flags_meta_errors_and_duplicate_costs(backend: Backend) -> None:
     assert rec.flags == ["reconciled", "possible_duplicate"]
     assert rec.duplicate_cost == {"usd": pytest.approx(0.056), "credits": 20.0}
     assert (rec.status, rec.error_code) == ("pending", "outcome_unknown")
-    assert await store.get_meta() == {"name": "y", "started_at": "t"}
-    assert backend.snapshot().meta == {"name": "y", "started_at": "t"}
+    own = {"name": "y", "started_at": "t", DIGEST_KEY: jobs_digest([_job("cat")])}
+    assert await store.get_meta() == own  # with the digest of the synced jobs
+    assert backend.snapshot().meta == own
     await store.close()
 
 
