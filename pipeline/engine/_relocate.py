@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Iterable
 
@@ -14,19 +15,24 @@ def _image_path(job_id: str, k: int, path: str) -> str:
     return f"images/{job_id}-{k}{posixpath.splitext(path)[1]}"
 
 
-def _misplaced(rec: JobRecord) -> bool:
-    text = rec.row.images_json
-    if text == "[]":
+def misplaced_paths(job_id: str, images_json: str) -> bool:
+    """Whether the images stored as ``images_json`` lie anywhere but under ``job_id``."""
+    if images_json == "[]":
         return False
     # Without decoding: every image's path starts with this job's own name. (Files are
     # only ever named `<job id>-<k>`, by the downloader or by the move below.)
-    paths = text.count('"path": ')
-    if paths and paths == text.count(f'"path": "images/{rec.id}-'):
+    paths = images_json.count('"path": ')
+    if paths and paths == images_json.count(f'"path": "images/{job_id}-'):
         return False
+    images = json.loads(images_json)
     return any(
-        str(img.get("path", "")) != _image_path(rec.id, k, str(img.get("path", "")))
-        for k, img in enumerate(rec.images, start=1)
+        str(img.get("path", "")) != _image_path(job_id, k, str(img.get("path", "")))
+        for k, img in enumerate(images, start=1)
     )
+
+
+def _misplaced(rec: JobRecord) -> bool:
+    return misplaced_paths(rec.id, rec.row.images_json)
 
 
 async def keep_files_with_their_jobs(

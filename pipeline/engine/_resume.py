@@ -19,7 +19,7 @@ present only if it is a regular file of the recorded size (a planted symlink doe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -96,12 +96,16 @@ def plan_work(
     broken: set[str],
     *,
     retry_failed: bool,
+    done: Container[str] = (),
 ) -> list[WorkItem]:
     """What this run must do, given what earlier runs recorded (the resume rules) and
-    ``broken``: the completed jobs whose files are not all there."""
+    ``broken``: the completed jobs whose files are not all there. ``done``: ids of
+    completed jobs with every file in place, whose records the caller did not keep."""
     work: list[WorkItem] = []
     reattach: list[WorkItem] = []
     for job in batch.jobs:
+        if job.id in done:
+            continue
         item = work_for(job, records.get(job.id), broken, retry_failed=retry_failed)
         if item is not None:
             (work if item.remote_id is None else reattach).append(item)

@@ -22,8 +22,8 @@ from pipeline.clock import Clock, SystemClock, utcnow
 from pipeline.engine._budget import BudgetGuard
 from pipeline.engine._lane import LaneStats
 from pipeline.engine._outcome import RunOutcome, exit_code, log_outcome, storage_stop, waiting
-from pipeline.engine._relocate import keep_files_with_their_jobs
-from pipeline.engine._resume import WorkItem, plan_work, to_check, work_for
+from pipeline.engine._resume import WorkItem, plan_work, work_for
+from pipeline.engine._survey import Survey, survey
 from pipeline.errors import StateError, UsageError
 from pipeline.jobs import Batch, JobStatus
 from pipeline.ledger import STAMP_KEY, LedgerHeader, LedgerSink, summarize_tally
@@ -33,9 +33,7 @@ from pipeline.store import (
     JobRecord,
     RunStore,
     open_store,
-    spent,
     state_location,
-    tally_records,
 )
 
 if TYPE_CHECKING:
@@ -170,13 +168,14 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
         run = _Run(batch, options, endpoints, state, output, stack, header, sink)
         models = {name: spec.model for name, spec in SPECS.items()}
         with _gc.paused(keep=True):  # the records live as long as the run
-            # Not the plain pending rows: a job without a record is one (every one of a
-            # new batch), so a million new jobs are not read back.
-            records = await state.sync_batch(batch.jobs, models, all_rows=False)
-            synced_writes = state.writes
-            await keep_files_with_their_jobs(state, output, records.values())
-            broken = await output.missing(to_check(batch, records))
-            work = plan_work(batch, records, broken, retry_failed=options.retry_failed)
+            # Neither new jobs nor completed ones are held as records (engine._survey).
+            found = await survey(state, output, batch, models)
+            surveyed_writes = state.writes
+            records, broken = found.records, found.broken
+            work = plan_work(
+                batch, records, broken, retry_failed=options.retry_failed, done=found.done
+            )
+            found.done.clear()  # not needed from here on
         log.info(
             "run %s (%s): %d jobs, %d to run now; providers %s",
             batch.name,
@@ -186,12 +185,12 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
             ", ".join(f"{n} at {b}" for n, (b, _) in endpoints.items()),
         )
         if work:
-            await _send(run, records, work, broken)
+            await _send(run, found, work)
         with anyio.CancelScope(shield=True):
             outcome = run.outcome
-            if not work and state.fleet is None and state.writes == synced_writes:
-                # Nothing sent, nothing written since the sync: `records` is the state.
-                tally, counters = tally_records(records.values()), await state.counters()
+            if not work and state.fleet is None and state.writes == surveyed_writes:
+                # Nothing sent, nothing written since: the survey counted the state.
+                tally, counters = found.tally(), await state.counters()
                 failed = [
                     (r.id, r.row.error_json)
                     for r in records.values()
@@ -236,9 +235,7 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
     return RunReport(outcome, doc, bool(run.interrupted))
 
 
-async def _send(
-    run: _Run, records: dict[str, JobRecord], work: list[WorkItem], broken: set[str]
-) -> None:
+async def _send(run: _Run, found: Survey, work: list[WorkItem]) -> None:
     """Run ``work`` through the lanes, ledger.json rewritten as it goes (counting the
     lanes' requests from now on); the stop reasons go to ``run.outcome``. The network
     stack is imported here: a resume with nothing to send never loads it."""
@@ -246,17 +243,12 @@ async def _send(
     from pipeline.engine._scheduler import Scheduler
 
     batch, options, stack = run.batch, run.options, run.stack
-    with _gc.paused():
-        costs = [spent(r) for r in records.values()]
+    spent_usd, spent_credits = found.spent()
     budget = batch.budget
     if options.max_usd is not None:
         budget = replace(budget, max_usd=options.max_usd)
-    guard = BudgetGuard(
-        budget,
-        spent_usd=sum(usd for usd, _ in costs),
-        spent_credits=sum(credits for _, credits in costs),
-    )
-    shared = _fleet_run(run, broken)
+    guard = BudgetGuard(budget, spent_usd=spent_usd, spent_credits=spent_credits)
+    shared = _fleet_run(run, found.broken)
     if shared is not None:  # the batch is shared with other processes: join them
         await shared.join()
         stack.push_async_callback(shared.leave)
@@ -279,7 +271,7 @@ async def _send(
         clock=options.clock,
         on_change=ledger.mark_dirty,
         feed=shared.feed if shared else None,
-        claimed=(r.remote_id for r in records.values() if r.remote_id),
+        claimed=found.claimed,
     )
     if options.on_start is not None:
         options.on_start(view)

@@ -35,6 +35,7 @@ from pipeline.store._base import (
 )
 from pipeline.store._lock import BatchInUse
 from pipeline.store._records import (
+    DoneRow,
     JobRecord,
     JobRow,
     TallyRow,
@@ -169,6 +170,7 @@ __all__ = [
     "BatchInUse",
     "BudgetRow",
     "Counters",
+    "DoneRow",
     "Fleet",
     "JobRecord",
     "JobRow",

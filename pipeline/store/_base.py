@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pipeline.jobs import Job
-from pipeline.store._records import JobRecord, TallyRow
+from pipeline.store._records import DoneRow, JobRecord, TallyRow
 
 Counters = dict[str, tuple[int, int]]  # provider -> (requests, rate_limited)
 
@@ -148,6 +148,15 @@ class StateView(Protocol):
         in a worker thread (``pipeline._threads``), not on the event loop."""
         ...
 
+    def done(self, size: int) -> Iterator[list[DoneRow]]:
+        """The completed jobs (archived ones included), ``size`` at a time, in no set
+        order; iterated in a worker thread, as ``chunks``."""
+        ...
+
+    async def records_of(self, ids: Sequence[str]) -> list[JobRecord]:
+        """The records of these ids (those that exist), in ``seq`` order."""
+        ...
+
 
 class RunStore(Protocol):
     """The durable state of one batch. Open one with :func:`pipeline.store.open_store`."""
@@ -179,9 +188,10 @@ class RunStore(Protocol):
     ) -> dict[str, JobRecord]:
         """Bring the stored jobs in line with ``jobs`` (``models``: provider -> model
         name) and return every record keyed by id, in ``seq`` order; without
-        ``all_rows``, the rows a run needs: all but the plain pending jobs of the batch
+        ``all_rows``, the rows a run needs: neither the plain pending jobs of the batch
         (never sent, nothing paid, no images: a job without a record is one), so a new
-        batch of a million jobs reads back nothing; and without what only the ledger
+        batch of a million jobs reads back nothing, nor the completed ones (a resume
+        reads those a chunk at a time, ``StateView.done``); and without what only the ledger
         shows (it reads its own rows): the job document, usage, fingerprint, completion
         time, latency and attempts are blank (``""``, ``"{}"``, ``None``, ``0``).
 

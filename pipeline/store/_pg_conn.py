@@ -115,7 +115,11 @@ _IS_SUPERSEDED = f"strpos(flags, '\"{Flag.SUPERSEDED}\"') > 0"
 # The rows a run needs (``sync_batch(all_rows=False)``): all but the plain pending ones.
 NEEDED = (
     f"AND NOT (status = '{JobStatus.PENDING}' AND cost IS NULL AND duplicate_cost IS NULL "
-    f"AND images = '[]' AND NOT {_IS_SUPERSEDED})"
+    f"AND images = '[]' AND NOT {_IS_SUPERSEDED}) AND status != '{JobStatus.COMPLETED}'"
+)
+DONE = (
+    f"SELECT id, provider, {_IS_SUPERSEDED}, remote_id, images, cost, duplicate_cost, "
+    f"image_count FROM pipeline_jobs WHERE batch_id = %s AND status = '{JobStatus.COMPLETED}'"
 )
 # What a run reads of them: not what only the ledger shows (it reads its own rows): the
 # job document, usage, fingerprint, completion time, latency and attempts, most of a

@@ -8,7 +8,7 @@ fetch, fetched from the worker thread that iterates them by a call into the even
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio.from_thread
@@ -16,8 +16,17 @@ import psycopg
 
 from pipeline import _gc
 from pipeline.store._base import Counters
-from pipeline.store._pg_conn import COLUMNS, FAILED, TALLY, Conn, PgState, read_counters, tally_rows
-from pipeline.store._records import JobRecord, TallyRow, as_row
+from pipeline.store._pg_conn import (
+    COLUMNS,
+    DONE,
+    FAILED,
+    TALLY,
+    Conn,
+    PgState,
+    read_counters,
+    tally_rows,
+)
+from pipeline.store._records import DoneRow, JobRecord, TallyRow, as_row, sort_rows
 
 
 class PgView:
@@ -49,6 +58,41 @@ class PgView:
             return [(str(i), str(e)) for i, e in await cur.fetchall()]
         except psycopg.Error as exc:
             raise self._pg.error(exc) from exc
+
+    def done(self, size: int) -> Iterator[list[DoneRow]]:
+        cursor = self._conn.cursor(name="pipeline_done")
+
+        async def start() -> None:
+            await cursor.execute(DONE, (self._pg.batch_id,))
+
+        async def fetch() -> list[DoneRow]:
+            rows = await cursor.fetchmany(size)
+            return [
+                DoneRow(str(i), str(p), bool(s), r, str(im), c, d, int(n))
+                for i, p, s, r, im, c, d, n in rows
+            ]
+
+        try:
+            anyio.from_thread.run(start)
+            while chunk := anyio.from_thread.run(fetch):
+                yield chunk
+        except psycopg.Error as exc:
+            raise self._pg.error(exc) from exc
+        finally:
+            anyio.from_thread.run(cursor.close)
+
+    async def records_of(self, ids: Sequence[str]) -> list[JobRecord]:
+        try:
+            cur = await self._conn.execute(
+                f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s AND id = ANY(%s)"
+                "".encode(),
+                (self._pg.batch_id, list(ids)),
+            )
+            rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            raise self._pg.error(exc) from exc
+        with _gc.paused():
+            return list(map(JobRecord, sort_rows(rows)))
 
     def chunks(self, size: int) -> Iterator[list[JobRecord]]:
         cursor = self._conn.cursor(name="pipeline_view")

@@ -228,3 +228,17 @@ def tally_records(records: Iterable[JobRecord]) -> list[TallyRow]:
             group[0] += 1
             group[1] += row.image_count
     return [TallyRow(*key, jobs, images) for key, (jobs, images) in groups.items()]
+
+
+class DoneRow(NamedTuple):
+    """What a resume reads of a completed job (``StateView.done``): enough to check its
+    files, count it and know its task, never its whole row."""
+
+    id: str
+    provider: str
+    superseded: bool
+    remote_id: str | None
+    images_json: str
+    cost_json: str | None
+    duplicate_cost_json: str | None
+    image_count: int

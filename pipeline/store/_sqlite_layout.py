@@ -75,18 +75,25 @@ DROP_FLAG = (
 
 
 def select_rows(
-    conn: sqlite3.Connection, where: str = "", columns: str = COLUMNS
+    conn: sqlite3.Connection,
+    where: str = "",
+    columns: str = COLUMNS,
+    params: Sequence[object] = (),
 ) -> list[JobRecord]:
     with _gc.paused():
-        rows = sort_rows(conn.execute(f"SELECT {columns} FROM jobs {where}").fetchall())
-        return list(map(JobRecord, rows))
+        cursor = conn.execute(f"SELECT {columns} FROM jobs {where}", params)
+        return list(map(JobRecord, sort_rows(cursor.fetchall())))
 
 
 _IS_SUPERSEDED = f"instr(flags, '\"{Flag.SUPERSEDED}\"') > 0"
 # The rows a run needs (``sync_batch(all_rows=False)``): all but the plain pending ones.
 _NEEDED = (
     f"WHERE NOT (status = '{JobStatus.PENDING}' AND cost IS NULL AND duplicate_cost IS NULL "
-    f"AND images = '[]' AND NOT {_IS_SUPERSEDED})"
+    f"AND images = '[]' AND NOT {_IS_SUPERSEDED}) AND status != '{JobStatus.COMPLETED}'"
+)
+DONE = (
+    f"SELECT id, provider, {_IS_SUPERSEDED}, remote_id, images, cost, duplicate_cost, "
+    f"json_array_length(images) FROM jobs WHERE status = '{JobStatus.COMPLETED}'"
 )
 # What a run reads of them: not what only the ledger shows (it reads its own rows): the
 # job document, usage, fingerprint, completion time, latency and attempts, most of a

@@ -10,15 +10,17 @@ reads and, should a row ever break it, reads again sorted by ``seq``.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from pipeline import _gc, _threads
 from pipeline.errors import StateError
 from pipeline.store._base import Counters
-from pipeline.store._records import JobRecord, TallyRow, as_row
-from pipeline.store._sqlite_layout import COLUMNS, FAILED, counters, tally
+from pipeline.store._records import DoneRow, JobRecord, TallyRow, as_row
+from pipeline.store._sqlite_layout import COLUMNS, DONE, FAILED, counters, select_rows, tally
+
+_IDS_AT_ONCE = 500  # ids per query (sqlite's limit on parameters is higher)
 
 
 class SqliteView:
@@ -42,6 +44,29 @@ class SqliteView:
             lambda: self._conn.execute(FAILED).fetchall()
         )
         return rows
+
+    def done(self, size: int) -> Iterator[list[DoneRow]]:
+        try:
+            cursor = self._conn.execute(DONE)
+            while rows := cursor.fetchmany(size):
+                yield [DoneRow(i, p, bool(s), r, im, c, d, n) for i, p, s, r, im, c, d, n in rows]
+        except sqlite3.Error as exc:
+            raise StateError(str(exc), location=self._location) from exc
+
+    async def records_of(self, ids: Sequence[str]) -> list[JobRecord]:
+        def read() -> list[JobRecord]:
+            found: list[JobRecord] = []
+            for start in range(0, len(ids), _IDS_AT_ONCE):
+                some = ids[start : start + _IDS_AT_ONCE]
+                where = f"WHERE id IN ({', '.join('?' * len(some))})"
+                found += select_rows(self._conn, where, params=some)
+            found.sort(key=lambda r: r.row.seq)
+            return found
+
+        try:
+            return await _threads.run_sync(read)
+        except sqlite3.Error as exc:
+            raise StateError(str(exc), location=self._location) from exc
 
     def chunks(self, size: int) -> Iterator[list[JobRecord]]:
         try:

@@ -13,8 +13,10 @@ from pipeline.clock import VirtualClock
 from pipeline.emulator import EmulatorConfig, EmulatorServer, FaultProfile, serve
 from pipeline.engine._resume import WorkItem, plan_work, to_check
 from pipeline.engine._runner import run_batch
+from pipeline.engine._survey import survey
 from pipeline.jobs import Batch
 from pipeline.outputs._local import LocalFolder, files_missing
+from pipeline.store import spent, tally_records
 from pipeline.store._records import JobRecord
 from pipeline.store._sqlite import SqliteStore
 from tests.scheduler_support import check_images_match_ledger, emulator_options, make_batch
@@ -89,8 +91,43 @@ async def _completed_state(out: Path, images_per_job: list[int]) -> dict[str, Jo
 
 
 async def _work(batch: Batch, records: dict[str, JobRecord]) -> list[WorkItem]:
-    broken = await LocalFolder(Path(batch.output_dir)).missing(to_check(batch, records))
-    return plan_work(batch, records, broken, retry_failed=False)
+    """What a run would do: the survey of its state (``records``: what it holds), then
+    the plan; the plan of the whole records, with the files checked as a list, agrees."""
+    out = Path(batch.output_dir)
+    state = await SqliteStore.open(out / "state.db")
+    try:
+        found = await survey(state, LocalFolder(out), batch, {"wavespeed": "m"})
+    finally:
+        await state.close()
+    work = plan_work(batch, found.records, found.broken, retry_failed=False, done=found.done)
+    broken = await LocalFolder(out).missing(to_check(batch, records))
+    assert found.broken == broken
+    assert work == plan_work(batch, records, broken, retry_failed=False)
+    return work
+
+
+async def test_the_survey_counts_and_claims_what_the_state_holds(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    """The survey holds records only of jobs neither new nor done, yet its counts, its
+    costs and its task ids are the whole state's."""
+    await _completed_state(tmp_path, [1, 2, 0, 1])
+    batch = make_batch(tmp_path, [("wavespeed", f"p{i}") for i in range(8)])
+    state = await SqliteStore.open(tmp_path / "state.db")
+    await state.sync_batch(batch.jobs, {"wavespeed": "m"})
+    await state.mark_failed("job4", at="t", error={"code": "x"}, cost={"usd": 0.5}, usage={})
+    await state.mark_intent("job5")
+    await state.add_duplicate_cost("job6", 0.028, 3.0)  # pending, maybe paid once
+    found = await survey(state, LocalFolder(tmp_path), batch, {"wavespeed": "m"})
+    every = await state.records()
+    await state.close()
+    assert sorted(found.records) == ["job2", "job4", "job5", "job6"]  # job2: no images
+    assert (found.done, found.broken) == ({"job0", "job1", "job3"}, {"job2"})
+    assert found.claimed == {"remote0", "remote2"}
+    assert sorted(found.tally(), key=repr) == sorted(tally_records(every), key=repr)
+    usd, credits = found.spent()
+    assert usd == pytest.approx(sum(spent(r)[0] for r in every))
+    assert credits == pytest.approx(3.0)
 
 
 def _images(records: list[JobRecord]) -> list[tuple[str, str]]:

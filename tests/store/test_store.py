@@ -15,7 +15,7 @@ from pipeline.errors import StateError
 from pipeline.jobs import Job, JobParams, JobStatus
 from pipeline.ledger import LedgerHeader, _sink, summarize, summarize_tally
 from pipeline.outputs._local import LocalFolder
-from pipeline.store import read_summary, tally_records
+from pipeline.store import DoneRow, read_summary, tally_records
 from pipeline.store._edits import DIGEST_KEY, fingerprint, job_document, jobs_digest
 from tests.ledger._support import build_ledger
 from tests.store.conftest import OUTPUT, Backend
@@ -168,7 +168,8 @@ async def test_a_sync_of_the_same_jobs_compares_nothing_and_any_edit_is_seen(
 
 async def test_a_run_reads_back_only_the_rows_it_needs(backend: Backend) -> None:
     """``all_rows=False`` leaves out exactly the plain pending jobs of the batch (never
-    sent, nothing paid, no images): a new batch reads back nothing; the rows it does
+    sent, nothing paid, no images) and the completed ones, which a view reads (``done``,
+    and whole by id, ``records_of``): a new batch reads back nothing; the rows it does
     return are whole but for what only the ledger shows (the job document, usage...)."""
     jobs = [_job(f"prompt {i}", f"j{i}") for i in range(7)]
     store = await backend.open()
@@ -181,9 +182,25 @@ async def test_a_run_reads_back_only_the_rows_it_needs(backend: Backend) -> None
     await store.note_error("j5", {"code": "outcome_unknown"})  # pending, nothing paid
     await store.set_images("j6", image)  # pending with files (an edit moved them)
     needed = await store.sync_batch(jobs[1:], MODELS, all_rows=False)  # j0 leaves
-    assert list(needed) == ["j0", "j1", "j2", "j3", "j4", "j6"]
+    assert list(needed) == ["j0", "j1", "j3", "j4", "j6"]  # not the completed j2
     every = await store.sync_batch(jobs[1:], MODELS)
     assert list(every) == [f"j{i}" for i in range(7)]
+    async with store.reading() as view:
+        done = await anyio.to_thread.run_sync(lambda: [r for c in view.done(2) for r in c])
+        whole = await view.records_of(["j3", "nope", "j2"])
+    assert done == [
+        DoneRow(
+            "j2",
+            "wavespeed",
+            False,
+            None,
+            every["j2"].row.images_json,
+            every["j2"].row.cost_json,
+            None,
+            1,
+        )
+    ]
+    assert [r.row for r in whole] == [every["j2"].row, every["j3"].row]
     for job_id, rec in needed.items():  # all but what only the ledger shows
         shown = every[job_id].row._replace(
             job_json="", usage_json="{}", fingerprint="", attempts=0, completed_at=None
