@@ -21,7 +21,15 @@ from pipeline import _threads
 from pipeline.engine._relocate import keep_files_with_their_jobs, misplaced_paths
 from pipeline.jobs import Batch, JobStatus
 from pipeline.outputs import Output
-from pipeline.store import DoneRow, JobRecord, RunStore, TallyRow, spent, spent_texts
+from pipeline.store import (
+    DoneRow,
+    JobRecord,
+    RunStore,
+    TallyRow,
+    spent,
+    spent_texts,
+    tally_records,
+)
 
 CHUNK = 2000  # completed jobs checked at a time
 _COMPLETED = JobStatus.COMPLETED.value
@@ -44,19 +52,10 @@ class Survey:
     done_tally: list[TallyRow] = field(default_factory=list)
 
     def tally(self) -> list[TallyRow]:
-        """The whole state's counts (while nothing was written since the survey)."""
-        groups: dict[Group, list[int]] = {}
-        for t in self.done_tally:
-            groups[t[:5]] = [t.jobs, t.images]
-        for r in self.records.values():
-            if r.row.status == JobStatus.COMPLETED:
-                continue  # counted in done_tally
-            row = r.row
-            key = (row.provider, row.status, r.superseded, row.cost_json, row.duplicate_cost_json)
-            group = groups.setdefault(key, [0, 0])
-            group[0] += 1
-            group[1] += row.image_count
-        return [TallyRow(*key, jobs, images) for key, (jobs, images) in groups.items()]
+        """The whole state's counts, while nothing was written since the survey (a group
+        may come twice, from both parts: its rows add up)."""
+        held = (r for r in self.records.values() if r.row.status != JobStatus.COMPLETED)
+        return [*self.done_tally, *tally_records(held)]  # completed: in done_tally
 
     def spent(self) -> tuple[float, float]:
         """USD and credits the batch has cost so far."""

@@ -8,11 +8,13 @@ fetch, fetched from the worker thread that iterates them by a call into the even
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import anyio.from_thread
 import psycopg
+from psycopg.rows import TupleRow
 
 from pipeline import _gc
 from pipeline.store._base import Counters
@@ -27,6 +29,8 @@ from pipeline.store._pg_conn import (
     tally_rows,
 )
 from pipeline.store._records import DoneRow, JobRecord, TallyRow, as_row, sort_rows
+
+T = TypeVar("T")
 
 
 class PgView:
@@ -60,26 +64,13 @@ class PgView:
             raise self._pg.error(exc) from exc
 
     def done(self, size: int) -> Iterator[list[DoneRow]]:
-        cursor = self._conn.cursor(name="pipeline_done")
-
-        async def start() -> None:
-            await cursor.execute(DONE, (self._pg.batch_id,))
-
-        async def fetch() -> list[DoneRow]:
-            rows = await cursor.fetchmany(size)
+        def convert(rows: list[TupleRow]) -> list[DoneRow]:
             return [
                 DoneRow(str(i), str(p), bool(s), r, str(im), c, d, int(n))
                 for i, p, s, r, im, c, d, n in rows
             ]
 
-        try:
-            anyio.from_thread.run(start)
-            while chunk := anyio.from_thread.run(fetch):
-                yield chunk
-        except psycopg.Error as exc:
-            raise self._pg.error(exc) from exc
-        finally:
-            anyio.from_thread.run(cursor.close)
+        return self._fetched("pipeline_done", DONE.encode(), size, convert)
 
     async def records_of(self, ids: Sequence[str]) -> list[JobRecord]:
         try:
@@ -95,18 +86,25 @@ class PgView:
             return list(map(JobRecord, sort_rows(rows)))
 
     def chunks(self, size: int) -> Iterator[list[JobRecord]]:
-        cursor = self._conn.cursor(name="pipeline_view")
-
-        async def start() -> None:
-            await cursor.execute(
-                f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s ORDER BY seq".encode(),
-                (self._pg.batch_id,),
-            )
-
-        async def fetch() -> list[JobRecord]:
-            rows = await cursor.fetchmany(size)
+        def convert(rows: list[TupleRow]) -> list[JobRecord]:
             with _gc.paused():
                 return list(map(JobRecord, map(as_row, rows)))
+
+        sql = f"SELECT {COLUMNS} FROM pipeline_jobs WHERE batch_id = %s ORDER BY seq"
+        return self._fetched("pipeline_view", sql.encode(), size, convert)
+
+    def _fetched(
+        self, name: str, sql: bytes, size: int, convert: Callable[[list[TupleRow]], list[T]]
+    ) -> Iterator[list[T]]:
+        """The rows of ``sql`` (on the batch id) through a server-side cursor, ``size``
+        at a time, each fetch a call into the event loop from the iterating thread."""
+        cursor = self._conn.cursor(name=name)
+
+        async def start() -> None:
+            await cursor.execute(sql, (self._pg.batch_id,))
+
+        async def fetch() -> list[T]:
+            return convert(await cursor.fetchmany(size))
 
         try:
             anyio.from_thread.run(start)
