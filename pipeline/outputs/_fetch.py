@@ -116,7 +116,7 @@ class Fetcher:
                             retryable=False,
                         )
                     sha.update(chunk)
-                    tail = (tail + chunk)[-_TAIL:]
+                    tail = (tail + chunk[-_TAIL:])[-_TAIL:]  # not a copy of the chunk
                     if sink.hold(chunk) >= sink.spill_bytes:
                         await sink.spill()
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import AsyncIterator
@@ -263,6 +264,8 @@ async def test_large_bodies_keep_the_same_guards(
     stored = await downloader.fetch(image_url, "job-1")
     assert not (images / "job-1.png").is_symlink()
     assert (out / stored.path).read_bytes() == _png()
+    # The recorded hash and size are the whole body's, though it was written in parts.
+    assert (stored.sha256, stored.bytes) == (hashlib.sha256(_png()).hexdigest(), len(_png()))
     monkeypatch.setattr("pipeline.outputs._local.secrets.token_hex", lambda n: "guessed")
     (images / "job-2.guessed.part").symlink_to(elsewhere / "precious")
     with pytest.raises(DownloadError, match="cannot write"):
