@@ -41,17 +41,6 @@ class WorkItem:
     since: float | None = None
 
 
-def to_check(batch: Batch, records: Mapping[str, JobRecord]) -> list[tuple[str, str]]:
-    """The completed jobs of ``batch`` whose files a rerun must find: (id, images as
-    stored) each, for ``Output.missing``."""
-    out = []
-    for job in batch.jobs:
-        rec = records.get(job.id)
-        if rec is not None and rec.row.status == JobStatus.COMPLETED:
-            out.append((rec.id, rec.row.images_json))
-    return out
-
-
 def work_for(
     job: Job, rec: JobRecord | None, broken: set[str], *, retry_failed: bool
 ) -> WorkItem | None:

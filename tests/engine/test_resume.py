@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.clock import VirtualClock
 from pipeline.emulator import EmulatorConfig, EmulatorServer, FaultProfile, serve
-from pipeline.engine._resume import WorkItem, plan_work, to_check
+from pipeline.engine._resume import WorkItem, plan_work
 from pipeline.engine._runner import run_batch
 from pipeline.engine._survey import survey
 from pipeline.jobs import Batch
@@ -100,7 +100,8 @@ async def _work(batch: Batch, records: dict[str, JobRecord]) -> list[WorkItem]:
     finally:
         await state.close()
     work = plan_work(batch, found.records, found.broken, retry_failed=False, done=found.done)
-    broken = await LocalFolder(out).missing(to_check(batch, records))
+    completed = [(r.id, r.row.images_json) for r in records.values() if r.status == "completed"]
+    broken = await LocalFolder(out).missing(completed)
     assert found.broken == broken
     assert work == plan_work(batch, records, broken, retry_failed=False)
     return work
