@@ -158,7 +158,8 @@ class LedgerSink:
     async def _stream(self, head: dict[str, object], view: StateView) -> None:
         stop = threading.Event()
         ended = threading.Event()
-
+        guard = threading.Lock()  # the thread starts reading, or sees the stop: not both
+        started = [False]
         progress = self._progress
 
         def counted() -> Iterator[list[JobRecord]]:
@@ -167,6 +168,10 @@ class LedgerSink:
                 yield chunk
 
         def _write() -> None:
+            with guard:
+                if stop.is_set():
+                    return  # cancelled before it began: the view may be gone
+                started[0] = True
             try:
                 with _gc.paused():
                     pieces = encode_streamed(head, counted())
@@ -177,11 +182,15 @@ class LedgerSink:
         try:
             await _threads.run_sync(_write, abandon_on_cancel=True)
         except anyio.get_cancelled_exc_class():
-            # The view closes when this returns: first the thread reading it must stop
-            # (at its next piece: its temporary file goes with it).
-            stop.set()
-            with anyio.CancelScope(shield=True):
-                await _threads.run_sync(ended.wait)
+            # The view closes when this returns: a thread reading it must stop first (at
+            # its next piece: its temporary file goes with it). A call cancelled before
+            # its thread began never reads it (it may never run at all).
+            with guard:
+                stop.set()
+                reading = started[0]
+            if reading:
+                with anyio.CancelScope(shield=True):
+                    await _threads.run_sync(ended.wait)
             raise
 
     async def run(self) -> None:

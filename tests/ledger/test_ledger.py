@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
+from pipeline import _threads
 from pipeline.clock import SystemClock
 from pipeline.jobs import Job, JobParams
 from pipeline.ledger._document import (
@@ -209,4 +210,33 @@ async def test_a_cancelled_rewrite_stops_at_its_next_piece_and_leaves_nothing_be
         await store.records(),
         await store.counters(),
     )
+    await store.close()
+
+
+async def test_a_rewrite_cancelled_before_its_thread_began_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while its call waits for a worker thread (anyio then may never run it), a
+    rewrite returns at once instead of waiting for a thread that never comes, and the
+    call, if it runs after all, reads nothing."""
+    store = await _varied_store(tmp_path)
+    sink = LedgerSink(store, LocalFolder(tmp_path), HEADER, clock=SystemClock())
+    real = _threads.run_sync
+    late: list[Callable[[], object]] = []
+
+    async def no_thread_yet(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        if getattr(fn, "__name__", "") == "_write":
+            late.append(fn)
+            scope.cancel()
+            await anyio.sleep(1)  # cancelled here, as while waiting for a thread
+        return await real(fn, *args, **kw)
+
+    monkeypatch.setattr(_threads, "run_sync", no_thread_yet)
+    with anyio.fail_after(10), anyio.CancelScope() as scope:
+        await sink.write()
+    assert scope.cancelled_caught
+    monkeypatch.undo()
+    (write,) = late
+    write()  # the thread's call, arriving late: it sees the stop and touches nothing
+    assert LEDGER_NAME not in os.listdir(tmp_path)
     await store.close()
