@@ -20,12 +20,13 @@ from operator import itemgetter
 from pipeline import _threads
 from pipeline.engine._relocate import keep_files_with_their_jobs, misplaced_paths
 from pipeline.jobs import Batch, JobStatus
-from pipeline.outputs import Output
+from pipeline.outputs import Output, Sizes
 from pipeline.store import (
     DoneRow,
     JobRecord,
     RunStore,
     TallyRow,
+    image_sizes,
     spent,
     spent_texts,
     tally_records,
@@ -85,14 +86,9 @@ async def survey(
         # slower (both hold the GIL most of the time).
         chunks = view.done(CHUNK)
         while (chunk := await _threads.run_sync(next, chunks, None)) is not None:
-            check: list[tuple[str, str]] = []
             _count(groups, chunk)
             found.claimed.update(row.remote_id for row in chunk if row.remote_id)
-            for row in chunk:
-                if misplaced_paths(row.id, row.images_json):
-                    misplaced.append(row.id)
-                elif not row.superseded:  # archived rows' files are not checked
-                    check.append((row.id, row.images_json))
+            check = _to_check(chunk, misplaced)
             missing = await output.missing(check)
             found.broken |= missing
             found.done.update(job_id for job_id, _ in check if job_id not in missing)
@@ -102,7 +98,7 @@ async def survey(
         async with state.reading() as view:
             moved = await view.records_of([r.id for r in moved])
         current = [r for r in moved if not r.superseded]
-        missing = await output.missing([(r.id, r.row.images_json) for r in current])
+        missing = await output.missing([(r.id, image_sizes(r.row.images_json)) for r in current])
         found.broken |= missing
         found.done.update(r.id for r in current if r.id not in missing)
     if found.broken:
@@ -118,6 +114,28 @@ async def survey(
     return found
 
 
+def _to_check(chunk: list[DoneRow], misplaced: list[str]) -> list[tuple[str, Sizes]]:
+    """The files to check of a chunk of completed rows: (id, its images' paths and
+    sizes) for each current row whose files lie under its own name; the ids of those
+    that do not go to ``misplaced``. (Inlined: it runs for every completed job.)"""
+    check: list[tuple[str, Sizes]] = []
+    for row in chunk:
+        job_id, images_json = row.id, row.images_json
+        if images_json:  # not one image: the list (``DoneRow``)
+            if misplaced_paths(job_id, images_json):
+                misplaced.append(job_id)
+            elif not row.superseded:
+                check.append((job_id, image_sizes(images_json)))
+            continue
+        path = row.first_path or ""
+        # Files are only ever named `<job id>-<k>` (see ``misplaced_paths``).
+        if not path.startswith(f"images/{job_id}-"):
+            misplaced.append(job_id)
+        elif not row.superseded:  # archived rows' files are not checked
+            check.append((job_id, ((path, row.first_bytes),)))
+    return check
+
+
 _GROUP_OF = itemgetter(1, 2, 5, 6)  # provider, superseded, cost, duplicate cost
 
 
@@ -129,7 +147,7 @@ def _count(groups: dict[Group, list[int]], chunk: list[DoneRow]) -> None:
         if row.image_count != 1:  # images = jobs, but for these
             extra[_GROUP_OF(row)] += row.image_count - 1
     for (provider, superseded, cost, dup), n in jobs.items():
-        key = (provider, _COMPLETED, superseded, cost, dup)
+        key = (provider, _COMPLETED, bool(superseded), cost, dup)
         group = groups.setdefault(key, [0, 0])
         group[0] += n
         group[1] += n + extra[provider, superseded, cost, dup]

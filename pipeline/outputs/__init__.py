@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline._home import is_object_url
-from pipeline.outputs._base import Output, StoredImage
+from pipeline.outputs._base import Output, Sizes, StoredImage
 
 if TYPE_CHECKING:
     import aiohttp
@@ -41,4 +41,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Output", "OutputRefused", "StoredImage", "open_output"]
+__all__ = ["Output", "OutputRefused", "Sizes", "StoredImage", "open_output"]

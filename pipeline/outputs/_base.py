@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+Sizes = Sequence[tuple[str, int]]  # a job's images: (path, bytes) each
+
 
 @dataclass(frozen=True, slots=True)
 class StoredImage:
@@ -60,10 +62,10 @@ class Output(Protocol):
         """Remove what a killed run left half-written. Never raises."""
         ...
 
-    async def missing(self, jobs: Sequence[tuple[str, str]]) -> set[str]:
-        """Of ``jobs`` (job id, its images as the state stores them: JSON text), the ids
-        whose images are not all present with their recorded size (a job without images
-        counts as missing them)."""
+    async def missing(self, jobs: Sequence[tuple[str, Sizes]]) -> set[str]:
+        """Of ``jobs`` (job id, each of its images' recorded path and size in bytes), the
+        ids whose images are not all present with their recorded size (a job without
+        images counts as missing them)."""
         ...
 
     async def move(self, path: str, new_path: str) -> bool:

@@ -31,7 +31,6 @@ restricts to safe characters; ``fetch`` checks again (``check_stem``).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import stat
@@ -39,14 +38,14 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
 from pipeline import _threads
 from pipeline._batching import Batcher
 from pipeline.errors import DownloadError
-from pipeline.outputs._base import StoredImage
+from pipeline.outputs._base import Sizes, StoredImage
 from pipeline.outputs._imagecheck import _pillow, check_stem
 from pipeline.outputs._partfile import DIR_FLAGS, PartFile, discard_entry, sweep_parts
 
@@ -58,7 +57,6 @@ if TYPE_CHECKING:
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 SPILL_BYTES = 512 * 1024
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-_CHECK_CHUNK = 2000  # jobs whose images are decoded at once on resume
 
 
 class LocalFolder:
@@ -209,7 +207,7 @@ class LocalFolder:
 
     # -- resume and edits --------------------------------------------------------------
 
-    async def missing(self, jobs: Sequence[tuple[str, str]]) -> set[str]:
+    async def missing(self, jobs: Sequence[tuple[str, Sizes]]) -> set[str]:
         return await _threads.run_sync(files_missing, str(self.root), jobs)
 
     async def move(self, path: str, new_path: str) -> bool:
@@ -257,37 +255,29 @@ def write_text_atomic(path: Path, pieces: Iterable[str]) -> None:
         raise
 
 
-def files_missing(root: str, jobs: Sequence[tuple[str, str]]) -> set[str]:
-    """Ids of the jobs, (id, images JSON text) each, whose image files are not all present:
-    each must be a regular file (not a link) of the recorded size, at its path relative to
-    ``root``; a job without images counts as missing them. Blocking."""
-    missing: set[str] = set()
+def files_missing(root: str, jobs: Sequence[tuple[str, Sizes]]) -> set[str]:
+    """Ids of the jobs, (id, its images' recorded paths and sizes) each, whose image files
+    are not all present: each must be a regular file (not a link) of the recorded size,
+    at its path relative to ``root``; a job without images counts as missing them.
+    Blocking."""
     try:
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return {job_id for job_id, _ in jobs}
     try:
-        for start in range(0, len(jobs), _CHECK_CHUNK):
-            chunk = jobs[start : start + _CHECK_CHUNK]
-            # One decode for many rows: a 100k-job resume pays the parser's setup once per
-            # chunk, not per row (and keeps no decoded image once checked).
-            decoded = json.loads("[" + ",".join(text for _, text in chunk) + "]")
-            for (job_id, _), images in zip(chunk, decoded, strict=True):
-                if not images or not _all_present(root_fd, images):
-                    missing.add(job_id)
+        return {job_id for job_id, images in jobs if not images or not _present(root_fd, images)}
     finally:
         os.close(root_fd)
-    return missing
 
 
-def _all_present(root_fd: int, images: list[dict[str, Any]]) -> bool:
-    for img in images:
+def _present(root_fd: int, images: Sizes) -> bool:
+    for path, size in images:
         try:
             # A path relative to root_fd, as os.lstat(os.path.join(root, path)) would
             # see it, without building the joined string.
-            info = os.stat(str(img.get("path", "")), dir_fd=root_fd, follow_symlinks=False)
+            info = os.stat(path, dir_fd=root_fd, follow_symlinks=False)
         except OSError:
             return False
-        if not stat.S_ISREG(info.st_mode) or info.st_size != img.get("bytes"):
+        if not stat.S_ISREG(info.st_mode) or info.st_size != size:
             return False
     return True

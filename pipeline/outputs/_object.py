@@ -50,16 +50,15 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, NotSupportedError
 
 from pipeline import _threads
 from pipeline.errors import DownloadError
-from pipeline.outputs._base import StoredImage
+from pipeline.outputs._base import Sizes, StoredImage
 from pipeline.outputs._imagecheck import _pillow, check_stem
 from pipeline.outputs._local import DEFAULT_MAX_BYTES, EXTENSIONS, SPILL_BYTES
 from pipeline.outputs._object_body import SpilledBody
@@ -88,7 +87,6 @@ if TYPE_CHECKING:
 __all__ = ["ObjectStoreOutput", "OutputRefused", "open_store"]
 
 IMAGES = "images"
-_CHECK_CHUNK = 2000  # jobs whose image lists are decoded at once on resume
 
 
 class ObjectStoreOutput:
@@ -195,9 +193,9 @@ class ObjectStoreOutput:
 
     # -- resume and edits --------------------------------------------------------------
 
-    async def missing(self, jobs: Sequence[tuple[str, str]]) -> set[str]:
+    async def missing(self, jobs: Sequence[tuple[str, Sizes]]) -> set[str]:
         """See ``Output.missing``: one listing of ``images/`` (a page at a time), then the
-        recorded sizes are compared (JSON decoded in a worker thread). A bucket that does
+        recorded sizes are compared (in a worker thread). A bucket that does
         not exist holds nothing: every job is missing. Raises :class:`OutputRefused`
         (listing refused) or ``OSError``."""
         if not jobs:
@@ -315,17 +313,10 @@ def _encoded(pieces: Iterable[str], size: int) -> Iterator[bytes]:
         yield b"".join(held)
 
 
-def _missing_from(jobs: Sequence[tuple[str, str]], sizes: dict[str, int]) -> set[str]:
+def _missing_from(jobs: Sequence[tuple[str, Sizes]], sizes: dict[str, int]) -> set[str]:
     """The jobs whose images are not all listed with their recorded size. Blocking (CPU)."""
-    missing: set[str] = set()
-    for start in range(0, len(jobs), _CHECK_CHUNK):
-        chunk = jobs[start : start + _CHECK_CHUNK]
-        decoded: list[list[dict[str, Any]] | None] = json.loads(
-            "[" + ",".join(text for _, text in chunk) + "]"
-        )
-        for (job_id, _), images in zip(chunk, decoded, strict=True):
-            if not images or any(
-                sizes.get(str(img.get("path", ""))) != img.get("bytes") for img in images
-            ):
-                missing.add(job_id)
-    return missing
+    return {
+        job_id
+        for job_id, images in jobs
+        if not images or any(sizes.get(path) != size for path, size in images)
+    }

@@ -117,9 +117,14 @@ NEEDED = (
     f"AND NOT (status = '{JobStatus.PENDING}' AND cost IS NULL AND duplicate_cost IS NULL "
     f"AND images = '[]' AND NOT {_IS_SUPERSEDED}) AND status != '{JobStatus.COMPLETED}'"
 )
+# One image (most jobs): its path and size read out in SQL, the list left behind.
+_FIRST_PATH = "CASE WHEN image_count = 1 THEN images::jsonb -> 0 ->> 'path' END"
+_FIRST_BYTES = "CASE WHEN image_count = 1 THEN (images::jsonb -> 0 -> 'bytes')::text END"
 DONE = (
-    f"SELECT id, provider, {_IS_SUPERSEDED}, remote_id, images, cost, duplicate_cost, "
-    f"image_count FROM pipeline_jobs WHERE batch_id = %s AND status = '{JobStatus.COMPLETED}'"
+    f"SELECT id, provider, {_IS_SUPERSEDED}, remote_id, "
+    "CASE WHEN image_count = 1 THEN '' ELSE images END, cost, duplicate_cost, image_count, "
+    f"{_FIRST_PATH}, {_FIRST_BYTES} "
+    f"FROM pipeline_jobs WHERE batch_id = %s AND status = '{JobStatus.COMPLETED}'"
 )
 # What a run reads of them: not what only the ledger shows (it reads its own rows): the
 # job document, usage, fingerprint, completion time, latency and attempts, most of a

@@ -66,8 +66,8 @@ class PgView:
     def done(self, size: int) -> Iterator[list[DoneRow]]:
         def convert(rows: list[TupleRow]) -> list[DoneRow]:
             return [
-                DoneRow(str(i), str(p), bool(s), r, str(im), c, d, int(n))
-                for i, p, s, r, im, c, d, n in rows
+                DoneRow(str(i), str(p), bool(s), r, str(im), c, d, int(n), fp, _size(fb))
+                for i, p, s, r, im, c, d, n, fp, fb in rows
             ]
 
         return self._fetched("pipeline_done", DONE.encode(), size, convert)
@@ -127,3 +127,8 @@ async def open_view(pg: PgState) -> AsyncIterator[PgView]:
             yield PgView(conn, pg)
     except psycopg.Error as exc:
         raise pg.error(exc) from exc
+
+
+def _size(text: str | None) -> int:
+    """A size read as JSON text: -1 unless a whole number."""
+    return int(text) if text is not None and text.isascii() and text.isdigit() else -1

@@ -232,7 +232,13 @@ def tally_records(records: Iterable[JobRecord]) -> list[TallyRow]:
 
 class DoneRow(NamedTuple):
     """What a resume reads of a completed job (``StateView.done``): enough to check its
-    files, count it and know its task, never its whole row."""
+    files, count it and know its task, never its whole row.
+
+    Most jobs have one image: for those the database reads its path and size out of the
+    stored list (``first_path``, ``first_bytes``: -1 unless an integer) and
+    ``images_json`` is left empty, so no JSON is decoded in Python. A job with any other
+    number of images has its list in ``images_json`` (see ``image_sizes``).
+    ``superseded`` may come as 0 or 1 (sqlite's rows are taken as they are)."""
 
     id: str
     provider: str
@@ -242,3 +248,28 @@ class DoneRow(NamedTuple):
     cost_json: str | None
     duplicate_cost_json: str | None
     image_count: int
+    first_path: str | None = None
+    first_bytes: int = -1
+
+    def sizes(self) -> list[tuple[str, int]]:
+        """Each image's (path, bytes) as recorded."""
+        if self.image_count == 1 and not self.images_json:
+            return [(self.first_path or "", self.first_bytes)]
+        return image_sizes(self.images_json)
+
+
+def image_sizes(images_json: str) -> list[tuple[str, int]]:
+    """Each image's (path, bytes) from a stored image list (JSON text); an entry that is
+    not an object, a path that is not text or a size that is not an integer become
+    values no stored file has. Not a list: no images."""
+    images = json.loads(images_json) if images_json else []
+    if not isinstance(images, list):
+        return []
+    return [_path_and_size(img) for img in images]
+
+
+def _path_and_size(img: object) -> tuple[str, int]:
+    if not isinstance(img, dict):
+        return "", -1
+    size = img.get("bytes")
+    return str(img.get("path", "")), size if type(size) is int else -1

@@ -91,9 +91,14 @@ _NEEDED = (
     f"WHERE NOT (status = '{JobStatus.PENDING}' AND cost IS NULL AND duplicate_cost IS NULL "
     f"AND images = '[]' AND NOT {_IS_SUPERSEDED}) AND status != '{JobStatus.COMPLETED}'"
 )
+# One image (most jobs): its path and size read out in SQL, the list left behind.
 DONE = (
-    f"SELECT id, provider, {_IS_SUPERSEDED}, remote_id, images, cost, duplicate_cost, "
-    f"json_array_length(images) FROM jobs WHERE status = '{JobStatus.COMPLETED}'"
+    "SELECT id, provider, superseded, remote_id, CASE n WHEN 1 THEN '' ELSE images END, "
+    "cost, duplicate_cost, n, CASE n WHEN 1 THEN CAST(images ->> '$[0].path' AS TEXT) END, "
+    "CASE WHEN n = 1 AND json_type(images, '$[0].bytes') = 'integer' "
+    "THEN images ->> '$[0].bytes' ELSE -1 END "
+    f"FROM (SELECT *, {_IS_SUPERSEDED} AS superseded, json_array_length(images) AS n "
+    f"FROM jobs WHERE status = '{JobStatus.COMPLETED}')"
 )
 # What a run reads of them: not what only the ledger shows (it reads its own rows): the
 # job document, usage, fingerprint, completion time, latency and attempts, most of a

@@ -16,7 +16,7 @@ from pipeline.engine._runner import run_batch
 from pipeline.engine._survey import survey
 from pipeline.jobs import Batch
 from pipeline.outputs._local import LocalFolder, files_missing
-from pipeline.store import spent, tally_records
+from pipeline.store import image_sizes, spent, tally_records
 from pipeline.store._records import JobRecord
 from pipeline.store._sqlite import SqliteStore
 from tests.scheduler_support import check_images_match_ledger, emulator_options, make_batch
@@ -100,7 +100,9 @@ async def _work(batch: Batch, records: dict[str, JobRecord]) -> list[WorkItem]:
     finally:
         await state.close()
     work = plan_work(batch, found.records, found.broken, retry_failed=False, done=found.done)
-    completed = [(r.id, r.row.images_json) for r in records.values() if r.status == "completed"]
+    completed = [
+        (r.id, image_sizes(r.row.images_json)) for r in records.values() if r.status == "completed"
+    ]
     broken = await LocalFolder(out).missing(completed)
     assert found.broken == broken
     assert work == plan_work(batch, records, broken, retry_failed=False)
@@ -131,8 +133,8 @@ async def test_the_survey_counts_and_claims_what_the_state_holds(
     assert credits == pytest.approx(3.0)
 
 
-def _images(records: list[JobRecord]) -> list[tuple[str, str]]:
-    return [(r.id, r.row.images_json) for r in records]
+def _images(records: list[JobRecord]) -> list[tuple[str, list[tuple[str, int]]]]:
+    return [(r.id, image_sizes(r.row.images_json)) for r in records]
 
 
 async def test_completed_jobs_with_their_files_need_nothing(

@@ -34,6 +34,7 @@ from pipeline.emulator import EmulatorServer
 from pipeline.errors import DownloadError, UsageError
 from pipeline.outputs._base import StoredImage
 from pipeline.outputs._object import ObjectStoreOutput, OutputRefused
+from pipeline.store import image_sizes
 from tests.outputs.conftest import DUMMY_KEY_ID, DUMMY_SECRET, Bucket
 from tests.outputs.s3_front import S3Front, serve_local
 
@@ -171,10 +172,10 @@ def assert_stored(bucket: Bucket, image: StoredImage, source: bytes) -> None:
         assert (image.width, image.height) == img.size
 
 
-def _images_json(*images: StoredImage | tuple[str, int]) -> str:
-    """A job's images as the run state records them (path and bytes are what counts)."""
+def _recorded(*images: StoredImage | tuple[str, int]) -> list[tuple[str, int]]:
+    """A job's images as a resume reads them from the run state: path and bytes."""
     pairs = [(i.path, i.bytes) if isinstance(i, StoredImage) else i for i in images]
-    return json.dumps([{"path": path, "bytes": size} for path, size in pairs])
+    return image_sizes(json.dumps([{"path": path, "bytes": size} for path, size in pairs]))
 
 
 # -- images ------------------------------------------------------------------------------
@@ -456,9 +457,7 @@ async def test_kill_9_mid_upload_leaves_no_object(
     output = ObjectStoreOutput(bucket.url())
     await output.sweep()
     size = len(images.body(1800, 1800))
-    assert await output.missing([("killed", _images_json(("images/killed.png", size)))]) == {
-        "killed"
-    }
+    assert await output.missing([("killed", _recorded(("images/killed.png", size)))]) == {"killed"}
 
 
 # -- ledger, resume, edits ----------------------------------------------------------------
@@ -501,11 +500,11 @@ async def test_missing_checks_presence_and_size(
     one = await output.fetch(images.url("noise", seed=1), "a-1")
     two = await output.fetch(images.url("noise", seed=2), "a-2")
     jobs = [
-        ("complete", _images_json(one, two)),
-        ("wrong-size", _images_json(one, (two.path, two.bytes + 1))),
-        ("absent", _images_json(one, ("images/never.png", 10))),
-        ("no-images", "[]"),
-        ("null", "null"),
+        ("complete", _recorded(one, two)),
+        ("wrong-size", _recorded(one, (two.path, two.bytes + 1))),
+        ("absent", _recorded(one, ("images/never.png", 10))),
+        ("no-images", image_sizes("[]")),
+        ("null", image_sizes("null")),
     ]
     assert await output.missing(jobs) == {"wrong-size", "absent", "no-images", "null"}
     assert await output.missing([]) == set()
@@ -524,15 +523,15 @@ async def test_missing_lists_past_the_first_page(output: ObjectStoreOutput, buck
     async with anyio.create_task_group() as tg:
         for key in keys:
             tg.start_soon(put, key)
-    jobs = [(f"j{i}", _images_json((key.removeprefix("run/"), 5))) for i, key in enumerate(keys)]
-    jobs.append(("gone", _images_json(("images/p9999.png", 5))))
+    jobs = [(f"j{i}", _recorded((key.removeprefix("run/"), 5))) for i, key in enumerate(keys)]
+    jobs.append(("gone", _recorded(("images/p9999.png", 5))))
     assert await output.missing(jobs) == {"gone"}
 
 
 async def test_missing_on_a_missing_bucket_is_everything(s3_env: dict[str, str]) -> None:
     """An output whose bucket does not exist holds nothing: every job is missing."""
     output = ObjectStoreOutput("s3://pipeline-no-such-bucket/run")
-    jobs = [("a", _images_json(("images/a-1.png", 5)))]
+    jobs = [("a", _recorded(("images/a-1.png", 5)))]
     assert await output.missing(jobs) == {"a"}
 
 

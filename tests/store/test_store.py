@@ -194,10 +194,12 @@ async def test_a_run_reads_back_only_the_rows_it_needs(backend: Backend) -> None
             "wavespeed",
             False,
             None,
-            every["j2"].row.images_json,
+            "",  # one image: its path and size are read out in SQL
             every["j2"].row.cost_json,
             None,
             1,
+            "images/j2-1.png",
+            3,
         )
     ]
     assert [r.row for r in whole] == [every["j2"].row, every["j3"].row]
@@ -206,6 +208,38 @@ async def test_a_run_reads_back_only_the_rows_it_needs(backend: Backend) -> None
             job_json="", usage_json="{}", fingerprint="", attempts=0, completed_at=None
         )
         assert rec.row == shown._replace(latency_s=None)
+    await store.close()
+
+
+async def test_done_rows_give_each_image_as_recorded(backend: Backend) -> None:
+    """``DoneRow.sizes()`` is the stored list's (path, bytes) for any number of images,
+    and for values a file cannot have (a size that is not a whole number, no path)."""
+    lists: list[list[dict[str, object]]] = [
+        [{"path": "images/a-1.png", "bytes": 3, "sha256": "00", "format": "png"}],
+        [{"path": "images/b-1.png", "bytes": 3}, {"path": "images/b-2.png", "bytes": 4}],
+        [],
+        [{"path": "images/d-1.png", "bytes": 2.5}],
+        [{"path": "images/e-1.png", "bytes": "12"}],
+        [{"bytes": 7}],
+        [{"path": 'images/"quoted" \\ é-1.png', "bytes": 2**40}],
+    ]
+    jobs = [_job(f"prompt {i}", f"j{i}") for i in range(len(lists))]
+    store = await backend.open()
+    await store.sync_batch(jobs, MODELS)
+    for job, images in zip(jobs, lists, strict=True):
+        await store.mark_completed(job.id, at="t", latency_s=1, images=images, cost=None, usage={})
+    async with store.reading() as view:
+        done = await anyio.to_thread.run_sync(lambda: [r for c in view.done(3) for r in c])
+    got = {row.id: (row.image_count, row.sizes()) for row in done}
+    assert got == {
+        "j0": (1, [("images/a-1.png", 3)]),
+        "j1": (2, [("images/b-1.png", 3), ("images/b-2.png", 4)]),
+        "j2": (0, []),
+        "j3": (1, [("images/d-1.png", -1)]),
+        "j4": (1, [("images/e-1.png", -1)]),
+        "j5": (1, [("", 7)]),
+        "j6": (1, [('images/"quoted" \\ é-1.png', 2**40)]),
+    }
     await store.close()
 
 
