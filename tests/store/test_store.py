@@ -227,7 +227,9 @@ async def test_done_rows_give_each_image_as_recorded(backend: Backend) -> None:
     store = await backend.open()
     await store.sync_batch(jobs, MODELS)
     for job, images in zip(jobs, lists, strict=True):
-        await store.mark_completed(job.id, at="t", latency_s=1, images=images, cost=None, usage={})
+        await store.mark_completed(
+            job.id, at="t", latency_s=1, images=images, cost={"usd": 0.0}, usage={}
+        )
     async with store.reading() as view:
         done = await anyio.to_thread.run_sync(lambda: [r for c in view.done(3) for r in c])
     got = {row.id: (row.image_count, row.sizes()) for row in done}
