@@ -4,8 +4,9 @@ Figure 5's manifest (125,000 CSV prompts x 4 aspect ratios x 2 providers) with 6
 flight per provider and no rate limit to speak of, against the zero-latency emulator in
 its own process (small images). ``pipeline run`` runs as the real command under the
 launcher (its own peak RSS). The driver counts the files in ``images/`` every quarter of
-a second: the first one's arrival is the start-up figure (manifest, sync of a million new
-jobs into the state, the lanes' first round trips), the count over the rest of the window
+a second: the first one's arrival is the start-up figure (manifest, the first part of
+the new jobs stored, the rest following as the lanes send, the lanes' first round trips),
+the count over the rest of the window
 the steady rate. After ``WINDOW_S`` it sends SIGINT to the run (not to the launcher) and
 times its exit, which must be 130. Then ``pipeline status --json`` of the million-job
 state, timed with its peak RSS, must count every job.

@@ -7,9 +7,8 @@ This is the composition root: the only module that knows every part. The library
 from __future__ import annotations
 
 import os
-import signal
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -20,9 +19,11 @@ from pipeline._home import local_home
 from pipeline._logs import run_logging
 from pipeline.clock import Clock, SystemClock, utcnow
 from pipeline.engine._budget import BudgetGuard
+from pipeline.engine._intake import Feeds
 from pipeline.engine._lane import LaneStats
 from pipeline.engine._outcome import RunOutcome, exit_code, log_outcome, storage_stop, waiting
 from pipeline.engine._resume import WorkItem, plan_work, work_for
+from pipeline.engine._signals import signals_cancel
 from pipeline.engine._survey import Survey, survey
 from pipeline.errors import StateError, UsageError
 from pipeline.jobs import Batch, JobStatus
@@ -32,6 +33,7 @@ from pipeline.providers.specs import SPECS
 from pipeline.store import (
     JobRecord,
     RunStore,
+    TallyRow,
     open_store,
     state_location,
 )
@@ -104,26 +106,6 @@ def resolve_endpoints(batch: Batch, options: RunOptions) -> dict[str, tuple[str,
             "(or use --emulate to run against the local emulator)"
         )
     return endpoints
-
-
-@asynccontextmanager
-async def _signals_cancel(scope: anyio.CancelScope, interrupted: list[int]) -> AsyncIterator[None]:
-    """First SIGINT/SIGTERM cancels the run (state is committed); a second exits at once."""
-
-    async def watch() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                if interrupted:
-                    os._exit(130)
-                interrupted.append(signum)
-                scope.cancel()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch)
-        try:
-            yield
-        finally:
-            tg.cancel_scope.cancel()
 
 
 @dataclass(slots=True)
@@ -200,20 +182,25 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
                 async with state.reading() as view:
                     tally, counters = await view.tally(), await view.counters()
                     failed = await view.failed()
+            unstored = found.intake.unstored() if found.intake is not None else {}
+            for name, n in unstored.items():  # a stop before the new batch was stored
+                tally.append(TallyRow(name, JobStatus.PENDING, False, None, None, n, 0))
             totals, providers = summarize_tally(tally, counters)
             outcome.completed = totals["completed"]
             outcome.failed = totals["failed"]
             outcome.pending = totals["pending"]
             done = outcome.pending == 0
             doc: dict[str, object]
-            if run.interrupted and sink.finish_cost_s() > FINAL_LEDGER_MAX_S:
+            if unstored or (run.interrupted and sink.finish_cost_s() > FINAL_LEDGER_MAX_S):
                 # Stopping comes first: a large batch's ledger waits for the next run.
                 doc = {"name": batch.name, "totals": totals, "providers": providers}
                 log.warning(
-                    "interrupted: ledger.json not rewritten (a rewrite takes about %.0f s); "
-                    "the state is committed: `pipeline status` shows it, the next run "
-                    "rewrites the ledger",
-                    sink.finish_cost_s(),
+                    "stopped: ledger.json not rewritten (%s); the state is committed: "
+                    "`pipeline status` shows it, the next run rewrites the ledger",
+                    f"{sum(unstored.values())} of the batch's {len(batch.jobs)} jobs are not "
+                    "stored yet; the next run stores them"
+                    if unstored
+                    else f"a rewrite takes about {sink.finish_cost_s():.0f} s",
                 )
             else:
                 # Nothing sent and nothing changed: the last run's ledger may hold as it is.
@@ -262,6 +249,10 @@ async def _send(run: _Run, found: Survey, work: list[WorkItem]) -> None:
 
     ledger = run.sink
     ledger.count_requests(requests)
+    intake = found.intake if shared is None else None
+    feed: Feeds | None = shared.feed if shared else None
+    if intake is not None:  # the jobs go out as they are stored (engine._intake)
+        feed = intake.feeds(in_order=len(work) == len(batch.jobs))
     scheduler = Scheduler(
         batch,
         lanes=lanes,
@@ -270,13 +261,22 @@ async def _send(run: _Run, found: Survey, work: list[WorkItem]) -> None:
         budget=shared.budget if shared else guard,
         clock=options.clock,
         on_change=ledger.mark_dirty,
-        feed=shared.feed if shared else None,
+        feed=feed,
         claimed=found.claimed,
     )
     if options.on_start is not None:
         options.on_start(view)
 
+    async def store_jobs() -> None:
+        assert intake is not None
+        try:
+            await intake.run()
+        except StateError as exc:
+            scheduler.storage_failed(exc)
+
     async def keep_ledger() -> None:
+        if intake is not None:  # the ledger shows the batch once it is all stored
+            await intake.finished.wait()
         try:
             await ledger.run()
         except Exception as exc:
@@ -288,11 +288,13 @@ async def _send(run: _Run, found: Survey, work: list[WorkItem]) -> None:
     ledger.mark_dirty()  # the sink's first write: the state as resumed
     async with anyio.create_task_group() as tg:
         tg.start_soon(keep_ledger)
+        if intake is not None:
+            tg.start_soon(store_jobs)
         if shared is not None:
             tg.start_soon(shared.heartbeat, scheduler.stop_submitting)
         with anyio.CancelScope() as run_scope:
             if options.handle_signals:
-                async with _signals_cancel(run_scope, run.interrupted):
+                async with signals_cancel(run_scope, run.interrupted):
                     await scheduler.run(work)
             else:
                 await scheduler.run(work)

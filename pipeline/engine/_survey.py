@@ -8,6 +8,9 @@ their counts and costs tallied, their task ids kept (reconciliation must never a
 task that is already a job's). What stays of each is its id, in ``done``. Only the few
 whose files are missing, or sit under another job's name after an edit (moved first, as
 ``keep_files_with_their_jobs`` says), are read whole, into ``records``.
+
+A large batch new to an empty state is not synced whole first: its first jobs are stored
+and the rest handed to the run as ``intake`` (``pipeline.engine._intake``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 
 from pipeline import _threads
+from pipeline.engine._intake import Intake, start_intake
 from pipeline.engine._relocate import keep_files_with_their_jobs, misplaced_paths
 from pipeline.jobs import Batch, JobStatus
 from pipeline.outputs import Output, Sizes
@@ -51,6 +55,7 @@ class Survey:
     broken: set[str] = field(default_factory=set)
     claimed: set[str] = field(default_factory=set)
     done_tally: list[TallyRow] = field(default_factory=list)
+    intake: Intake | None = None  # a new batch still being stored (engine._intake)
 
     def tally(self) -> list[TallyRow]:
         """The whole state's counts, while nothing was written since the survey (a group
@@ -75,6 +80,11 @@ async def survey(
     state: RunStore, output: Output, batch: Batch, models: Mapping[str, str]
 ) -> Survey:
     """Sync the batch into the state and survey it (the module note)."""
+    intake = await start_intake(state, batch.jobs, models)
+    if intake is not None:  # a new batch: nothing to read; every job is pending
+        jobs = Counter(job.provider for job in batch.jobs)
+        pending = [TallyRow(p, _PENDING, False, None, None, n, 0) for p, n in jobs.items()]
+        return Survey({}, done_tally=pending, intake=intake)
     records = await state.sync_batch(batch.jobs, models, all_rows=False)
     await keep_files_with_their_jobs(state, output, records.values())
     found = Survey(records)

@@ -201,6 +201,19 @@ class RunStore(Protocol):
         ``superseded`` (and loses the flag if it comes back)."""
         ...
 
+    async def insert_new(
+        self, jobs: Sequence[Job], models: Mapping[str, str], start: int, stop: int
+    ) -> bool:
+        """Store ``jobs[start:stop]`` as new pending rows (``seq``: their index in
+        ``jobs``) in one transaction, into a state that holds exactly ``jobs[:start]``,
+        stored by earlier calls (nothing, for ``start`` 0): a new batch is stored in
+        parts, so that a run can send its first jobs while the rest are stored. The call
+        that stores the last job notes the jobs as synced (the next ``sync_batch`` of
+        the same jobs compares nothing). False, with nothing done, when the state holds
+        anything else (``sync_batch`` is then the way), or when the backend stores a
+        batch only whole (PostgreSQL: other processes may be syncing the same batch)."""
+        ...
+
     async def records(self) -> list[JobRecord]: ...
 
     async def tally(self) -> list[TallyRow]:

@@ -160,6 +160,12 @@ class PostgresStore:
 
     # -- jobs ----------------------------------------------------------------------------
 
+    async def insert_new(
+        self, jobs: Sequence[Job], models: Mapping[str, str], start: int, stop: int
+    ) -> bool:
+        """Never: a shared batch is synced whole (``sync_batch``), one process at a time."""
+        return False
+
     async def sync_batch(
         self, jobs: Sequence[Job], models: Mapping[str, str], *, all_rows: bool = True
     ) -> dict[str, JobRecord]:

@@ -37,6 +37,7 @@ from pipeline.store._records import JobRecord, TallyRow
 from pipeline.store._sqlite_layout import (
     ADD_FLAG,
     counters,
+    insert_new,
     migrate,
     read_snapshot,
     select_rows,
@@ -173,6 +174,16 @@ class SqliteStore:
             return records
 
         return {r.id: r for r in await self._run(_run_sync)}
+
+    async def insert_new(
+        self, jobs: Sequence[Job], models: Mapping[str, str], start: int, stop: int
+    ) -> bool:
+        def _insert(c: sqlite3.Connection) -> bool:
+            stored = insert_new(c, jobs, models, start, stop)
+            self._synced += stored
+            return stored
+
+        return await self._run(_insert)
 
     async def records(self) -> list[JobRecord]:
         return await self._run(select_rows)

@@ -210,6 +210,42 @@ def sync(
     return select_rows(conn, where, columns), True
 
 
+def insert_new(
+    conn: sqlite3.Connection, jobs: Sequence[Job], models: Mapping[str, str], start: int, stop: int
+) -> bool:
+    """``RunStore.insert_new``: True once ``jobs[start:stop]`` are stored."""
+    stop = min(stop, len(jobs))
+    # Rows are only ever appended here, so the last rowid is the last job stored.
+    last = conn.execute(
+        "SELECT id, seq, rowid FROM jobs WHERE rowid = (SELECT max(rowid) FROM jobs)"
+    ).fetchone()
+    if start == 0 and last is not None:
+        return False
+    if start > 0 and (last is None or tuple(last) != (jobs[start - 1].id, start - 1, start)):
+        return False
+    part = jobs[start:stop]
+    rows = zip(
+        (job.id for job in part),
+        range(start, stop),
+        (job.provider for job in part),
+        job_fingerprints(part),
+        stored_documents(jobs, range(start, stop), models),
+        strict=True,
+    )
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(
+            "INSERT INTO jobs(id, seq, provider, fingerprint, job) VALUES (?,?,?,?,?)", rows
+        )
+        if stop == len(jobs):
+            conn.execute(_SET_META, (DIGEST_KEY, jobs_digest(jobs)))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return True
+
+
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Create or upgrade the schema to ``SCHEMA_VERSION``; refuse a newer one."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -17,6 +17,7 @@ from pipeline.ledger import LedgerHeader, _sink, summarize, summarize_tally
 from pipeline.outputs._local import LocalFolder
 from pipeline.store import DoneRow, read_summary, tally_records
 from pipeline.store._edits import DIGEST_KEY, fingerprint, job_document, jobs_digest
+from pipeline.store._sqlite import SqliteStore
 from tests.ledger._support import build_ledger
 from tests.store.conftest import OUTPUT, Backend
 
@@ -164,6 +165,43 @@ async def test_a_sync_of_the_same_jobs_compares_nothing_and_any_edit_is_seen(
     assert records["j3"].superseded
     assert jobs_digest(edited) != jobs_digest(edited[::-1]) != jobs_digest(edited[:2])
     await store.close()
+
+
+async def test_a_new_batch_is_stored_in_parts(backend: Backend, tmp_path: Path) -> None:
+    """``insert_new`` stores a new batch a part at a time, each part only after the one
+    before it, into a state that holds nothing else; the rows, and the jobs noted as
+    synced once the last part is in, are what one ``sync_batch`` stores. PostgreSQL
+    stores a batch only whole: it refuses, and nothing is stored."""
+    jobs = [_job(f"prompt {i}", f"j{i}", ("wavespeed", "skills_video")[i % 2]) for i in range(7)]
+    store = await backend.open()
+    if backend.kind == "postgres":
+        assert not await store.insert_new(jobs, MODELS, 0, 3)
+        assert await store.records() == []
+        await store.close()
+        return
+    assert await store.insert_new(jobs, MODELS, 0, 3)
+    assert not await store.insert_new(jobs, MODELS, 0, 3)  # holds jobs already
+    assert not await store.insert_new(jobs, MODELS, 2, 5)  # not where the last part ended
+    assert not await store.insert_new(jobs[::-1], MODELS, 3, 5)  # other jobs
+    assert [r.id for r in await store.records()] == ["j0", "j1", "j2"]
+    assert (await store.get_meta()).get(DIGEST_KEY) is None  # not synced yet
+    assert await store.insert_new(jobs, MODELS, 3, 5)
+    assert await store.insert_new(jobs, MODELS, 5, 100)  # past the end: to the end
+    parts = await store.records()
+    assert (await store.get_meta())[DIGEST_KEY] == jobs_digest(jobs)
+    writes = store.writes
+    assert [r.row for r in (await store.sync_batch(jobs, MODELS)).values()] == [
+        r.row for r in parts
+    ]
+    assert store.writes == writes  # the same jobs: nothing to change
+    await store.close()
+    whole = await SqliteStore.open(tmp_path / "whole.db")
+    try:
+        synced = await whole.sync_batch(jobs, MODELS)
+        assert [r.row for r in synced.values()] == [r.row for r in parts]
+        assert not await whole.insert_new(jobs, MODELS, 0, 3)  # a state with rows
+    finally:
+        await whole.close()
 
 
 async def test_a_run_reads_back_only_the_rows_it_needs(backend: Backend) -> None:
