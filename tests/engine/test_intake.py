@@ -1,7 +1,8 @@
 """A large new batch: its first jobs are sent while the rest are stored (engine._intake).
 
 The sizes are the module's own, made small (a batch of 40 counts as large here); the
-runs go through ``run_batch`` against the emulator and a real sqlite state.
+runs go through ``run_batch`` against the emulator and a real sqlite state (on a real
+small file system, a tmpfs, for the full disk).
 """
 
 from __future__ import annotations
@@ -15,18 +16,20 @@ import anyio
 import pytest
 
 from pipeline.clock import VirtualClock
-from pipeline.emulator import EmulatorServer
-from pipeline.engine import _intake
+from pipeline.emulator import EmulatorServer, serve
+from pipeline.engine import _intake, exit_code
 from pipeline.engine._runner import run_batch
 from pipeline.jobs import Job
 from pipeline.ledger import read_status
 from pipeline.store import state_location
 from pipeline.store._sqlite import SqliteStore
+from tests.outputs.test_storage_failures import EMULATOR, _grow, small_disk
 from tests.scheduler_support import check_images_match_ledger, emulator_options, make_batch
 
 pytestmark = pytest.mark.anyio
 
 JOBS = 40
+__all__ = ["small_disk"]  # a fixture of the storage-failure tests: a 12 MiB tmpfs
 
 
 @pytest.fixture(autouse=True)
@@ -141,3 +144,32 @@ async def test_a_run_stopped_before_its_jobs_are_stored_is_resumed(
     assert ledger["finished"] is True
     assert len(ledger["jobs"]) == JOBS
     assert emulator.stats().wavespeed.submits == JOBS
+
+
+async def test_a_full_disk_while_the_jobs_are_stored_stops_the_run_and_a_rerun_ends_it(
+    small_disk: Path, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The output folder and its state on a 12 MiB tmpfs, 2 MiB images, and the batch
+    half stored when the disk fills up: exit 3 naming the cause, no job failed, the jobs
+    not stored counted as pending; once the disk grows, a plain rerun stores the rest
+    and completes every job, each task created once."""
+    watch = _Watch(monkeypatch, hold_from=16)
+    out = small_disk / "out"
+    async with serve(EMULATOR, clock=clock) as server:
+        batch = make_batch(out, _prompts("wavespeed"), max_concurrent=2)
+        outcome, doc, interrupted = await run_batch(batch, emulator_options(server, clock=clock))
+        assert exit_code(outcome, interrupted) == 3
+        assert outcome.storage_failure is not None
+        assert "No space left on device" in outcome.storage_failure
+        assert outcome.failed == 0
+        assert watch.stored == 16
+        assert doc["totals"]["jobs"] == JOBS  # type: ignore[index]
+        assert outcome.pending >= JOBS - 16
+        monkeypatch.undo()
+        _grow(small_disk)
+        outcome, doc, interrupted = await run_batch(batch, emulator_options(server, clock=clock))
+        stats = server.stats().wavespeed
+    assert exit_code(outcome, interrupted) == 0, outcome
+    assert (outcome.completed, outcome.failed) == (JOBS, 0)
+    assert (stats.submits, stats.duplicate_submits) == (JOBS, 0)
+    assert len(check_images_match_ledger(out)["jobs"]) == JOBS
