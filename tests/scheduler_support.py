@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from pipeline.emulator import EmulatorServer
-from pipeline.engine._runner import RunOptions
+from pipeline.engine._runner import RunOptions, RunReport, run_batch
 from pipeline.jobs import Batch, Budget, Job, JobParams, ProviderSettings
 
 PROVIDERS = ("wavespeed", "skills_video")
@@ -71,3 +76,22 @@ def check_images_match_ledger(out: Path) -> dict[str, Any]:
             assert hashlib.sha256(data).hexdigest() == img["sha256"], img["path"]
             assert len(data) == img["bytes"]
     return ledger
+
+
+async def run_until_sigint(
+    batch: Batch, server: EmulatorServer, moment: Callable[[], Awaitable[object]]
+) -> RunReport:
+    """Run ``batch`` as the command line does (its signal handler on) and send this
+    process SIGINT once sending has started and ``moment()`` has returned."""
+    sending = anyio.Event()
+
+    async def interrupt() -> None:
+        await sending.wait()
+        await moment()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(interrupt)
+        options = emulator_options(server, handle_signals=True, on_start=lambda _: sending.set())
+        report = await run_batch(batch, options)
+    return report

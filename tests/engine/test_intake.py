@@ -7,8 +7,6 @@ small file system, a tmpfs, for the full disk).
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,7 +22,12 @@ from pipeline.ledger import read_status
 from pipeline.store import state_location
 from pipeline.store._sqlite import SqliteStore
 from tests.outputs.test_storage_failures import EMULATOR, _grow, small_disk
-from tests.scheduler_support import check_images_match_ledger, emulator_options, make_batch
+from tests.scheduler_support import (
+    check_images_match_ledger,
+    emulator_options,
+    make_batch,
+    run_until_sigint,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -116,17 +119,7 @@ async def test_a_run_stopped_before_its_jobs_are_stored_is_resumed(
     # count of tasks created is exact (a zero-latency skills.video task that finished
     # leaves its list, and would be sent again flagged ``possible_duplicate``).
     batch = make_batch(tmp_path, _prompts("wavespeed"), max_concurrent=2)
-    sending = anyio.Event()
-
-    async def interrupt() -> None:
-        await sending.wait()
-        await watch.sent.wait()
-        os.kill(os.getpid(), signal.SIGINT)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(interrupt)
-        options = emulator_options(emulator, handle_signals=True, on_start=lambda _: sending.set())
-        outcome, doc, interrupted = await run_batch(batch, options)
+    outcome, doc, interrupted = await run_until_sigint(batch, emulator, watch.sent.wait)
     assert interrupted
     assert watch.stored == 16
     assert doc["totals"]["jobs"] == JOBS  # type: ignore[index]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,12 @@ from pipeline.engine._runner import run_batch
 from pipeline.ledger import read_status
 from pipeline.store import state_location
 from pipeline.store._sqlite import SqliteStore
-from tests.scheduler_support import check_images_match_ledger, emulator_options, make_batch
+from tests.scheduler_support import (
+    check_images_match_ledger,
+    emulator_options,
+    make_batch,
+    run_until_sigint,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -157,17 +161,8 @@ async def test_an_interrupted_run_whose_rewrite_is_slow_exits_without_it(
     monkeypatch.setattr(_runner, "FINAL_LEDGER_MAX_S", -1.0)
     batch = make_batch(tmp_path, [("wavespeed", f"w{i}") for i in range(8)], max_concurrent=2)
 
-    sending = anyio.Event()
-
-    async def interrupt() -> None:
-        await sending.wait()
-        await anyio.sleep(0.3)  # the run's handler is up, the first tasks in flight
-        os.kill(os.getpid(), signal.SIGINT)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(interrupt)
-        options = emulator_options(emulator, handle_signals=True, on_start=lambda _: sending.set())
-        outcome, doc, interrupted = await run_batch(batch, options)
+    # Once the run's handler is up and the first tasks are in flight.
+    outcome, doc, interrupted = await run_until_sigint(batch, emulator, lambda: anyio.sleep(0.3))
     assert interrupted
     status = read_status(state_location(None, str(tmp_path)), str(tmp_path))
     assert "jobs" not in doc
