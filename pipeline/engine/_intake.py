@@ -20,6 +20,7 @@ stores the rest (a crash leaves whole transactions: a part is stored or not).
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from pipeline._logs import get_logger
 from pipeline.engine._resume import WorkItem
 from pipeline.errors import StateError
 from pipeline.jobs import Job
@@ -66,6 +68,7 @@ class Intake:
         self._jobs = jobs
         self._models = models
         self.stored = stored  # jobs[:stored] have their rows
+        self._first = stored
         self._by_provider = Counter(map(_provider, jobs[:stored]))
         self._moved = anyio.Event()
         self.finished = anyio.Event()
@@ -86,6 +89,7 @@ class Intake:
     async def run(self) -> None:
         """Store the rest, a transaction at a time. Raises ``StateError``."""
         jobs = self._jobs
+        started = time.monotonic()  # for run.log only, never for scheduling
         while not self.done:
             start, stop = self.stored, min(len(jobs), self.stored + CHUNK)
             if not await self._state.insert_new(jobs, self._models, start, stop):
@@ -99,6 +103,12 @@ class Intake:
             moved, self._moved = self._moved, anyio.Event()
             moved.set()
         self.finished.set()
+        get_logger().info(
+            "stored the batch's %d jobs in the state (the last %d while sending, %.1f s)",
+            len(jobs),
+            len(jobs) - self._first,
+            time.monotonic() - started,
+        )
 
     def feeds(self, *, in_order: bool) -> Feeds:
         """The scheduler's ``feed``: each lane's an :class:`IntakeFeed` of its items."""

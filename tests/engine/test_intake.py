@@ -97,6 +97,8 @@ async def test_a_large_new_batch_is_sent_while_it_is_stored(
     ledger = check_images_match_ledger(tmp_path)
     assert ledger["finished"] is True
     assert [j["id"] for j in ledger["jobs"]] == [job.id for job in batch.jobs]
+    log = (tmp_path / "run.log").read_text()
+    assert "stored the batch's 40 jobs in the state (the last 34 while sending" in log
     requests = emulator.stats().wavespeed.requests + emulator.stats().skills_video.requests
     again, _, _ = await run_batch(batch, emulator_options(emulator, clock=clock))
     assert again.completed == JOBS
