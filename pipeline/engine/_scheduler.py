@@ -53,7 +53,7 @@ def download_workers(lanes: dict[str, Lane]) -> int:
     """How many images download at once: half the tasks the lanes may have in flight
     (one download follows every two API requests of a job), from 8 to 32. Too few and,
     when tasks finish fast, finished tasks queue for their images while the lanes keep
-    the provider busy; each download holds at most its spill size (512 KiB) in memory."""
+    the provider busy; each download holds at most its spill size (2.25 MiB) in memory."""
     in_flight = sum(lane.settings.max_concurrent for lane in lanes.values())
     return min(MAX_DOWNLOADS, max(MIN_DOWNLOADS, in_flight // 2))
 

@@ -4,7 +4,7 @@ An image is streamed (``pipeline.outputs._fetch``) into a temporary ``.part`` fi
 checked; only then is it renamed into place, so a file with its final name is always
 complete and valid.
 
-Files: the body is held in memory up to ``spill_bytes`` (512 KiB); an image that fits is
+Files: the body is held in memory up to ``spill_bytes`` (2.25 MiB); an image that fits is
 created, written, checked and renamed in one blocking call, batched with the same calls
 of concurrent downloads (``pipeline._batching``): a share of one thread hop and one file
 creation. A larger body goes to disk through aiofiles as it arrives, in writes of
@@ -55,7 +55,9 @@ if TYPE_CHECKING:
     from pipeline.outputs._fetch import Fetcher
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-SPILL_BYTES = 512 * 1024
+# Held whole up to this (one batched write: a 1K image of 1-2 MiB takes no thread hop of
+# its own); past it, streamed to disk in writes of this size or more.
+SPILL_BYTES = 2304 * 1024
 EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 

@@ -12,7 +12,7 @@ throttled, 5xx and dropped requests a few times itself before an error reaches u
 
 Images (``fetch``): the body is streamed and checked by ``Fetcher`` (size cap,
 Content-Length, magic bytes, end marker, sha256) into a ``SpilledBody`` (memory up to
-512 KiB, then an anonymous temporary file), its width and height are read from its
+2.25 MiB, then an anonymous temporary file), its width and height are read from its
 header, and only then is anything sent to the store, at once under the final name
 (``_object_upload``): a conditional create (If-None-Match) up to 8 MiB, a multipart
 upload above. An object already there with the same sha256 (user metadata) and size is

@@ -2,7 +2,7 @@
 
 A ``PartFile`` is the fetcher's body sink. It holds the body in memory up to
 ``spill_bytes``; past that, the body goes to disk through aiofiles, in writes of at least
-``spill_bytes`` (512 KiB by default), and once the image is checked the file is renamed
+``spill_bytes`` (2.25 MiB by default), and once the image is checked the file is renamed
 into place. Two paths, by size:
 
 - *Small* (the whole body held, never spilled): one blocking call creates, writes, closes

@@ -249,8 +249,8 @@ async def test_failures_after_a_spill_leave_no_file(
     assert list((tmp_path / "images").iterdir()) == []
 
 
-def _noise_png(side: int = 640) -> bytes:
-    """An incompressible PNG of about 1.2 MB (several 512 KiB spill sizes)."""
+def _noise_png(side: int = 1400) -> bytes:
+    """An incompressible PNG of about 5.9 MB (more than two default spill sizes)."""
     pixels = random.Random(side).randbytes(3 * side * side)
     buf = io.BytesIO()
     Image.frombytes("RGB", (side, side), pixels).save(buf, "PNG", compress_level=1)
@@ -266,8 +266,8 @@ def images(tmp_path: Path) -> Path:
 
 
 async def test_a_large_body_is_stored_whole_through_the_default_spill(tmp_path: Path) -> None:
-    """A noise PNG of several spill sizes, from a real server with the default 512 KiB
-    spill: the stored file is the body, its facts are right, no temp file remains."""
+    """A noise PNG of several spill sizes, from a real server with the default spill: the
+    stored file is the body, its facts are right, no temp file remains."""
     body = _noise_png()
     app = web.Application()
 
@@ -284,14 +284,15 @@ async def test_a_large_body_is_stored_whole_through_the_default_spill(tmp_path: 
         await runner.cleanup()
     assert len(body) > 2 * SPILL_BYTES
     assert (tmp_path / stored.path).read_bytes() == body
-    assert (stored.width, stored.height, stored.bytes) == (640, 640, len(body))
+    assert (stored.width, stored.height, stored.bytes) == (1400, 1400, len(body))
     assert stored.sha256 == hashlib.sha256(body).hexdigest()
     assert [p.name for p in (tmp_path / "images").iterdir()] == ["big.png"]
 
 
 async def test_a_large_body_reaches_the_disk_in_spill_sized_writes(images: Path) -> None:
     """Nothing is written before a spill size is held; then each spill writes all that
-    is held (512 KiB at a time here), and the finish writes the rest and renames."""
+    is held (the default spill size at a time), and the finish writes the rest and
+    renames."""
     body = _noise_png()
     piece = 64 * 1024
     part = PartFile("big.part", lambda: os.open(images, DIR_FLAGS), Batcher().call, SPILL_BYTES)
@@ -303,7 +304,7 @@ async def test_a_large_body_reaches_the_disk_in_spill_sized_writes(images: Path)
         elif not sizes:
             assert os.listdir(images) == []
     assert sizes == [SPILL_BYTES * k for k in range(1, len(body) // SPILL_BYTES + 1)]
-    assert await part.finish("big.png", "png") == (640, 640)
+    assert await part.finish("big.png", "png") == (1400, 1400)
     await part.abandon()  # after a finish: nothing left to do
     assert os.listdir(images) == ["big.png"]
     assert (images / "big.png").read_bytes() == body
