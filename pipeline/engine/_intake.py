@@ -110,11 +110,11 @@ class Intake:
             time.monotonic() - started,
         )
 
-    def feeds(self, *, in_order: bool) -> Feeds:
+    def feeds(self) -> Feeds:
         """The scheduler's ``feed``: each lane's an :class:`IntakeFeed` of its items."""
 
         def feed(lane: Lane, items: list[WorkItem], stopped: Callable[[], bool]) -> WorkFeed:
-            return IntakeFeed(items, self, in_order=in_order)
+            return IntakeFeed(items, self)
 
         return feed
 
@@ -126,14 +126,13 @@ class Intake:
 
 class IntakeFeed:
     """A lane's plan (its provider's jobs in manifest order), each handed out once its
-    row is stored; ``in_order`` False (a plan that is not every job): once all are."""
+    row is stored."""
 
-    __slots__ = ("_handed", "_intake", "_items", "_order")
+    __slots__ = ("_handed", "_intake", "_items")
 
-    def __init__(self, items: Iterable[WorkItem], intake: Intake, *, in_order: bool) -> None:
+    def __init__(self, items: Iterable[WorkItem], intake: Intake) -> None:
         self._items = deque(items)
         self._intake = intake
-        self._order = in_order
         self._handed = 0
 
     async def next(self) -> WorkItem | None:
@@ -141,8 +140,5 @@ class IntakeFeed:
             return None
         item = self._items.popleft()  # before waiting: each item to one worker
         self._handed += 1
-        if self._order:
-            await self._intake.wait_for(item.job.provider, self._handed)
-        else:
-            await self._intake.finished.wait()
+        await self._intake.wait_for(item.job.provider, self._handed)
         return item

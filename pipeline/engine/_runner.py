@@ -249,10 +249,11 @@ async def _send(run: _Run, found: Survey, work: list[WorkItem]) -> None:
 
     ledger = run.sink
     ledger.count_requests(requests)
-    intake = found.intake if shared is None else None
+    intake = found.intake  # a new batch (sqlite: never shared)
     feed: Feeds | None = shared.feed if shared else None
     if intake is not None:  # the jobs go out as they are stored (engine._intake)
-        feed = intake.feeds(in_order=len(work) == len(batch.jobs))
+        assert len(work) == len(batch.jobs), "a new batch's plan is every job, in order"
+        feed = intake.feeds()
     scheduler = Scheduler(
         batch,
         lanes=lanes,
