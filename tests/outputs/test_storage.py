@@ -16,6 +16,8 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from pipeline import _threads
@@ -23,7 +25,7 @@ from pipeline._batching import Batcher
 from pipeline.errors import DownloadError
 from pipeline.outputs._imagecheck import looks_complete, sniff_format
 from pipeline.outputs._local import SPILL_BYTES, LocalFolder
-from pipeline.outputs._partfile import DIR_FLAGS, PartFile
+from pipeline.outputs._partfile import DIR_FLAGS, PartFile, write_chunks
 from tests.outputs.s3_front import serve_local
 
 pytestmark = pytest.mark.anyio
@@ -340,3 +342,50 @@ async def test_file_calls_are_counted_and_a_cancelled_one_ends_first(images: Pat
     assert part.fd is None
     assert part.file is None
     assert os.listdir(images) == []
+
+
+@given(
+    sizes=st.lists(st.integers(0, 3000), max_size=2500),
+    cap=st.integers(1, 70_000),
+)
+@settings(max_examples=30, deadline=None)
+def test_held_chunks_reach_the_file_whole_through_short_writes(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], cap: int
+) -> None:
+    """``write_chunks`` writes every chunk in order, empty ones and more than one
+    ``writev`` takes included, going on after each short write (here: a real ``writev``
+    that writes at most ``cap`` bytes a call)."""
+    rng = random.Random(len(sizes))
+    chunks = [rng.randbytes(n) for n in sizes]
+
+    def short_writev(fd: int, buffers: list[memoryview]) -> int:
+        assert len(buffers) <= 1024
+        taken, room = [], cap
+        for buf in buffers:
+            if room == 0:
+                break
+            taken.append(buf[:room])
+            room -= len(taken[-1])
+        return os.writev(fd, taken)
+
+    path = tmp_path_factory.mktemp("chunks") / "body"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        write_chunks(fd, chunks, short_writev)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(chunks)
+
+
+async def test_a_held_body_whose_header_lies_deep_is_still_read(images: Path) -> None:
+    """A JPEG whose frame header comes after a large ICC profile (past the part of the
+    body the header is first read from): held whole, its size is still found."""
+    picture = io.BytesIO()
+    Image.new("RGB", (33, 21)).save(picture, "JPEG", icc_profile=bytes(600_000))
+    body = picture.getvalue()
+    assert body.index(b"\xff\xc0") > 512 * 1024  # the frame header (SOF0)
+    part = PartFile("deep.part", lambda: os.open(images, DIR_FLAGS), Batcher().call, SPILL_BYTES)
+    for start in range(0, len(body), 64 * 1024):
+        part.hold(body[start : start + 64 * 1024])
+    assert await part.finish("deep.jpg", "jpeg") == (33, 21)
+    assert (images / "deep.jpg").read_bytes() == body
