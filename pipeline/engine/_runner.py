@@ -170,7 +170,8 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
             await _send(run, found, work)
         with anyio.CancelScope(shield=True):
             outcome = run.outcome
-            if not work and state.fleet is None and state.writes == surveyed_writes:
+            current = not work and state.fleet is None and state.writes == surveyed_writes
+            if current:
                 # Nothing sent, nothing written since: the survey counted the state.
                 tally, counters = found.tally(), await state.counters()
                 failed = [
@@ -208,7 +209,9 @@ async def run_batch(batch: Batch, options: RunOptions) -> RunReport:
                 stamp = meta.get(STAMP_KEY) if kept else None
                 try:
                     counted = (totals, providers)
-                    doc = await sink.finish(finished=done, stamp=stamp or None, counted=counted)
+                    doc = await sink.finish(
+                        finished=done, stamp=stamp or None, counted=counted, current=current
+                    )
                 except Exception as exc:
                     failure = storage_stop(exc, output)
                     if failure is None:

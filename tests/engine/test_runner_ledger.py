@@ -123,6 +123,9 @@ async def test_a_run_that_died_leaves_no_stamp_behind(
     current = [j for j in ledger["jobs"] if "superseded" not in j.get("flags", [])]
     assert [j["prompt"] for j in current] == ["a"]
     assert list(doc["jobs"]) == ledger["jobs"]  # type: ignore[call-overload]
+    # Its totals are the survey's (the state's own tally is not taken again): the same.
+    status = read_status(state_location(None, str(tmp_path)), str(tmp_path))
+    assert (ledger["totals"], ledger["providers"]) == (status["totals"], status["providers"])
 
 
 async def test_files_moved_on_resume_are_in_the_final_ledger(
