@@ -10,6 +10,12 @@ for what is still open in the batch: jobs a dead process held (their leases expi
 claimed and worked (their unconfirmed submits reconciled by the resume rules, never
 resubmitted blindly); while live processes hold the rest, it waits and looks again; once
 nothing is open, the feed ends, so every process of the fleet ends with the batch.
+
+A dead process's tasks also hold their task slots (``Fleet.take_slot``) until someone
+settles them. When those slots are all the provider has, every lane worker of the fleet
+may be waiting for a slot with a job of its own and never come back for more work: so a
+lane in a fleet also has a takeover worker (``FleetFeed.takeover``), which looks only for
+such tasks (``Fleet.stale_slots``), claims them and works them in the slots they hold.
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class FleetFeed:
         self._ready: deque[WorkItem] = deque()
         self._lock = anyio.Lock()
         self._finished = False
+        self._taken: set[str] = set()  # claimed by ``takeover``
 
     def __repr__(self) -> str:
         return (
@@ -101,7 +108,9 @@ class FleetFeed:
             granted = {r.id: r for r in await self._fleet.claim([w.job.id for w in chunk])}
             for planned in chunk:
                 rec = granted.get(planned.job.id)
-                item = self._rework(rec) if rec is not None else None
+                # Not granted (another process has it), or ours already (``takeover``).
+                mine = rec is not None and rec.id not in self._taken
+                item = self._rework(rec) if rec is not None and mine else None
                 if item is None:
                     self._lane.enqueue(-1)  # another process has it, or it is done
                 else:
@@ -122,3 +131,22 @@ class FleetFeed:
             self._finished = True
             return
         await self._clock.sleep(self._poll_s)
+
+    async def takeover(self) -> WorkItem | None:
+        """The next task a dead process left at the provider holding a task slot (claimed
+        for this process), waiting and looking again until there is one; None once the
+        feed has ended. A claimed job with nothing left to do gives its slot back."""
+        while not self._finished:
+            ids = await self._fleet.stale_slots(self._lane.name)
+            claimed = await self._fleet.claim(ids[:1])
+            if not claimed:
+                await self._clock.sleep(self._poll_s)
+                continue
+            rec = claimed[0]
+            self._taken.add(rec.id)  # ours now: never handed out from the plan as well
+            item = self._rework(rec)
+            if item is not None:
+                self._lane.enqueue(1)
+                return item
+            await self._fleet.give_slot(rec.id)  # settled already (died before giving it)
+        return None

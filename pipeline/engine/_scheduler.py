@@ -32,7 +32,7 @@ from pipeline import _gc
 from pipeline.clock import Clock, utcnow
 from pipeline.engine._budget import Reservation, Spending
 from pipeline.engine._download import DOWNLOAD_WINDOW_MIN_S, DownloadStage, Finished
-from pipeline.engine._feed import ListFeed, WorkFeed
+from pipeline.engine._feed import FleetFeed, ListFeed, WorkFeed
 from pipeline.engine._lane import Lane, LaneStopped, Started
 from pipeline.engine._outcome import error_dict, provider_error
 from pipeline.engine._resume import WorkItem
@@ -146,6 +146,8 @@ class Scheduler:
                     feed = self._feed(lane, items, self._stopped)  # for the lane's workers
                     for _ in range(max(1, lane.settings.max_concurrent)):
                         tg.start_soon(self._lane_worker, lane, feed, done_send.clone())
+                    if isinstance(feed, FleetFeed):  # a dead process's tasks (engine._feed)
+                        tg.start_soon(self._takeover_worker, lane, feed, done_send.clone())
             # The downloaders end once every lane worker has closed its clone of done_send.
 
     # -- lane stage -------------------------------------------------------------------------
@@ -159,6 +161,22 @@ class Scheduler:
                     async with lane.slots:  # one task in flight at the provider
                         with lane.working():
                             finished = await self._run_at_provider(lane, item)
+                    lane.task_done()
+                    if finished is not None:
+                        await done.send(finished)
+            except (StorageFailed, StateError) as exc:
+                self.storage_failed(exc)
+
+    async def _takeover_worker(
+        self, lane: Lane, feed: FleetFeed, done: ObjectSendStream[Finished]
+    ) -> None:
+        """Works the tasks a dead process left at the provider, in the fleet's task slots
+        they already hold (not in this process's own: those may all be waiting for one)."""
+        async with done:
+            try:
+                while (item := await feed.takeover()) is not None:
+                    with lane.working():
+                        finished = await self._run_at_provider(lane, item)
                     lane.task_done()
                     if finished is not None:
                         await done.send(finished)

@@ -22,7 +22,7 @@ Records come back as :class:`~pipeline.store._records.JobRecord` in ``seq`` orde
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -70,6 +70,10 @@ class Fleet(Protocol):
 
     async def open_jobs(self, provider: str) -> tuple[list[JobRecord], int]:
         """The provider's unsettled jobs: those free now, and how many live workers hold."""
+        ...
+
+    async def stale_slots(self, provider: str) -> list[str]:
+        """Ids of the provider's jobs holding a task slot for a worker that is gone."""
         ...
 
     async def limits(self, provider: str, key_id: str, rate: float) -> None: ...
@@ -143,12 +147,13 @@ class StateView(Protocol):
         """The batch's failed jobs, (id, error as stored) each in ``seq`` order."""
         ...
 
-    def chunks(self, size: int) -> Iterator[list[JobRecord]]:
+    def chunks(self, size: int) -> Generator[list[JobRecord], None, None]:
         """Every record in ``seq`` order, ``size`` at a time, never all at once. Iterated
-        in a worker thread (``pipeline._threads``), not on the event loop."""
+        in a worker thread (``pipeline._threads``), not on the event loop, and closed
+        there when left before its end (a PostgreSQL cursor closes through the loop)."""
         ...
 
-    def done(self, size: int) -> Iterator[list[DoneRow]]:
+    def done(self, size: int) -> Generator[list[DoneRow], None, None]:
         """The completed jobs (archived ones included), ``size`` at a time, in no set
         order; iterated in a worker thread, as ``chunks``."""
         ...

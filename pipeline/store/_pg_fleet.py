@@ -141,6 +141,26 @@ class PgFleet:
 
         return await self._conn(run)
 
+    async def stale_slots(self, provider: str) -> list[str]:
+        """Ids of the provider's jobs that hold a task slot for a worker that is gone
+        (stopped, or its lease expired): tasks at the provider that nobody watches."""
+
+        async def run(conn: Conn) -> list[str]:
+            cur = await conn.execute(
+                (
+                    "SELECT j.id FROM pipeline_jobs j "
+                    "LEFT JOIN pipeline_workers w ON w.id = j.worker_id "
+                    "WHERE j.batch_id = %(b)s AND j.provider = %(p)s AND j.holds_slot "
+                    f"AND j.worker_id IS DISTINCT FROM %(me)s AND {_FREE} ORDER BY j.seq"
+                ).encode(),
+                {"b": self.pg.batch_id, "p": provider, "me": self.worker_id},
+            )
+            rows = await cur.fetchall()
+            await conn.commit()
+            return [str(row[0]) for row in rows]
+
+        return await self._conn(run)
+
     async def records(self) -> list[JobRecord]:
         async def run(conn: Conn) -> list[JobRecord]:
             return await select_records(conn, self.pg.batch_id)

@@ -9,7 +9,9 @@ Versions (the one row of ``pipeline_schema``):
 1. batches, meta, jobs, counters;
 2. the fleet: workers with heartbeats, each job's lease (``worker_id``), its budget
    reservation and task slot, per-provider shared limits (GCRA and tasks in flight) and
-   the shared budget, kept equal to the jobs' costs and reservations by a trigger.
+   the shared budget, kept equal to the jobs' costs and reservations by a trigger;
+3. an index of the jobs holding a task slot (a few per provider): what a process looks
+   through for the tasks a dead one left at the provider (``PgFleet.stale_slots``).
 
 ``migrate`` creates a new schema or upgrades an older one step by step, under an advisory
 lock (workers that start together migrate once); a newer version than this code knows is
@@ -22,7 +24,7 @@ import psycopg
 
 from pipeline.errors import StateError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MIGRATION_LOCK = 0x706970656C696E65  # "pipeline": one advisory lock for all migrations
 
 STEPS: dict[int, str] = {
@@ -220,6 +222,9 @@ INSERT INTO pipeline_budget (batch_id, spent_usd, spent_credits)
            sum(pipeline_money(cost, duplicate_cost, 'credits'))
     FROM pipeline_jobs GROUP BY batch_id
     ON CONFLICT (batch_id) DO NOTHING;
+""",
+    3: """
+CREATE INDEX pipeline_jobs_holding ON pipeline_jobs (batch_id, provider) WHERE holds_slot;
 """,
 }
 

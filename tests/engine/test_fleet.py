@@ -19,6 +19,7 @@ import pytest
 
 import pipeline
 from pipeline.emulator import EmulatorConfig, EmulatorServer, FaultProfile, serve
+from pipeline.engine._fleet import key_id
 from pipeline.jobs import Job, JobParams
 from pipeline.providers import create_adapter
 from pipeline.store import StateLocation, open_store
@@ -147,6 +148,52 @@ async def test_a_silent_workers_jobs_are_taken_over_and_its_intents_reconciled(
     ledger = json.loads((tmp_path / "out" / "ledger.json").read_text())
     flags = {j["id"]: j.get("flags", []) for j in ledger["jobs"]}
     assert [flags[j.id] for j in batch.jobs[:2]] == [["reconciled"], ["reconciled"]]
+
+
+async def test_tasks_a_dead_worker_left_holding_every_task_slot_are_taken_over(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A worker died with tasks at the provider holding all of its task slots (2 of 2),
+    on the last jobs of the plan: the live worker's lane workers each claim a job of
+    their own first and wait for a slot, so the takeover worker finds the dead one's
+    tasks, works them in the slots they hold, and the batch completes, nothing sent
+    twice and every slot given back."""
+    manifest = _manifest(6, concurrent=2, providers=("skills_video",))
+    async with serve(EmulatorConfig(latency_s=1.0, image_scale=0.0625)) as server:
+        batch = pipeline.load_manifest(manifest, out=tmp_path / "out")
+        store = await open_store(
+            StateLocation("postgres", postgres_url), name=batch.name, output=batch.output_dir
+        )
+        assert isinstance(store, PostgresStore)
+        await store.sync_batch(batch.jobs, {"skills_video": "kling-ai/o3-image"})
+        dead = store.fleet
+        await dead.join(host="gone", pid=1, lease_s=1.0)
+        key = KEYS["skills_video"]
+        await dead.limits("skills_video", key_id(key), 50)
+        adapter = create_adapter("skills_video", api_key=key, base_url=server.base_url)
+        last = batch.jobs[-2:]
+        assert len(await dead.claim([j.id for j in last])) == 2
+        for job in last:
+            assert await dead.take_slot(job.id, "skills_video", key_id(key), 2)
+            assert await store.mark_intent(job.id)
+            task = await adapter.submit(job)
+            await store.mark_submitted(job.id, task.remote_id, "2026-01-01T00:00:00Z", {})
+        await adapter.aclose()
+        await store.close()
+        assert await _query(postgres_url, "SELECT sum(in_flight) FROM pipeline_limits") == [(2,)]
+        with anyio.fail_after(60):
+            result = await pipeline.arun(
+                manifest,
+                out=tmp_path / "out",
+                state=postgres_url,
+                base_urls={"skills_video": server.base_url},
+                api_keys=KEYS,
+                lease_s=1.0,
+            )
+        assert (result.exit_code, result.completed) == (0, 6)
+        assert set(_submitted_prompts(server).values()) == {1}
+        assert server.stats().skills_video.submits == 6  # 2 by the dead worker, 4 new
+    assert await _query(postgres_url, "SELECT sum(in_flight) FROM pipeline_limits") == [(0,)]
 
 
 async def test_a_lost_lease_fences_the_intent(postgres_url: str) -> None:
