@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+import anyio
+
 from pipeline import _threads
 from pipeline.engine._intake import Intake, start_intake
 from pipeline.engine._relocate import keep_files_with_their_jobs, misplaced_paths
@@ -95,13 +97,17 @@ async def survey(
         # One chunk after the other: reading the next while checking this one was
         # slower (both hold the GIL most of the time).
         chunks = view.done(CHUNK)
-        while (chunk := await _threads.run_sync(next, chunks, None)) is not None:
-            _count(groups, chunk)
-            found.claimed.update(row.remote_id for row in chunk if row.remote_id)
-            check = _to_check(chunk, misplaced)
-            missing = await output.missing(check)
-            found.broken |= missing
-            found.done.update(job_id for job_id, _ in check if job_id not in missing)
+        try:
+            while (chunk := await _threads.run_sync(next, chunks, None)) is not None:
+                _count(groups, chunk)
+                found.claimed.update(row.remote_id for row in chunk if row.remote_id)
+                check = _to_check(chunk, misplaced)
+                missing = await output.missing(check)
+                found.broken |= missing
+                found.done.update(job_id for job_id, _ in check if job_id not in missing)
+        finally:  # left early (an error, a cancel): closed in a worker thread, as read
+            with anyio.CancelScope(shield=True):
+                await _threads.run_sync(chunks.close)
         moved = await view.records_of(misplaced) if misplaced else []
     if moved:  # after an edit: files follow their job, then are checked where they are
         await keep_files_with_their_jobs(state, output, moved)

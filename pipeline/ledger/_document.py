@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from json.encoder import encode_basestring
@@ -244,7 +244,9 @@ def encode_document(document: Mapping[str, Any]) -> Iterator[str]:
     yield from _encode(head, _batched(lines, _CHUNK))
 
 
-def encode_streamed(head: Mapping[str, Any], chunks: Iterable[list[JobRecord]]) -> Iterator[str]:
+def encode_streamed(
+    head: Mapping[str, Any], chunks: Iterable[list[JobRecord]]
+) -> Generator[str, None, None]:
     """The document ``head`` plus the records of ``chunks`` as its ``jobs``, in pieces
     (``encode_document``'s text): a ledger written from a state view, one chunk of
     records held at a time."""
@@ -256,7 +258,7 @@ def _batched(lines: Iterator[str], n: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def _encode(head: Mapping[str, Any], batches: Iterable[list[str]]) -> Iterator[str]:
+def _encode(head: Mapping[str, Any], batches: Iterable[list[str]]) -> Generator[str, None, None]:
     """The indented head, then ``jobs``: the lines of ``batches``, one job per line."""
     opening = json.dumps(dict(head), indent=1, ensure_ascii=False)
     pending: list[str] | None = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import closing
 from dataclasses import astuple, replace
 from functools import partial
 from typing import Any
@@ -179,8 +180,10 @@ class LedgerSink:
                     return  # cancelled before it began: the view may be gone
                 started[0] = True
             try:
-                with _gc.paused():
-                    pieces = encode_streamed(head, counted())
+                pieces = encode_streamed(head, counted())
+                # Closed here, in this thread, also when stopped: the view's reading ends
+                # in a worker thread (a PostgreSQL cursor closes through the event loop).
+                with _gc.paused(), closing(pieces):
                     self.output.write_atomic(LEDGER_NAME, _until(stop, pieces))
             finally:
                 ended.set()

@@ -8,7 +8,7 @@ fetch, fetched from the worker thread that iterates them by a call into the even
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -63,7 +63,7 @@ class PgView:
         except psycopg.Error as exc:
             raise self._pg.error(exc) from exc
 
-    def done(self, size: int) -> Iterator[list[DoneRow]]:
+    def done(self, size: int) -> Generator[list[DoneRow], None, None]:
         def convert(rows: list[TupleRow]) -> list[DoneRow]:
             return [
                 DoneRow(str(i), str(p), bool(s), r, str(im), c, d, int(n), fp, _size(fb))
@@ -85,7 +85,7 @@ class PgView:
         with _gc.paused():
             return list(map(JobRecord, sort_rows(rows)))
 
-    def chunks(self, size: int) -> Iterator[list[JobRecord]]:
+    def chunks(self, size: int) -> Generator[list[JobRecord], None, None]:
         def convert(rows: list[TupleRow]) -> list[JobRecord]:
             with _gc.paused():
                 return list(map(JobRecord, map(as_row, rows)))
@@ -95,7 +95,7 @@ class PgView:
 
     def _fetched(
         self, name: str, sql: bytes, size: int, convert: Callable[[list[TupleRow]], list[T]]
-    ) -> Iterator[list[T]]:
+    ) -> Generator[list[T], None, None]:
         """The rows of ``sql`` (on the batch id) through a server-side cursor, ``size``
         at a time, each fetch a call into the event loop from the iterating thread."""
         cursor = self._conn.cursor(name=name)

@@ -10,7 +10,7 @@ reads and, should a row ever break it, reads again sorted by ``seq``.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -47,7 +47,7 @@ class SqliteView:
         )
         return rows
 
-    def done(self, size: int) -> Iterator[list[DoneRow]]:
+    def done(self, size: int) -> Generator[list[DoneRow], None, None]:
         try:
             cursor = self._conn.execute(DONE)
             while rows := cursor.fetchmany(size):
@@ -72,7 +72,7 @@ class SqliteView:
         except sqlite3.Error as exc:
             raise StateError(str(exc), location=self._location) from exc
 
-    def chunks(self, size: int) -> Iterator[list[JobRecord]]:
+    def chunks(self, size: int) -> Generator[list[JobRecord], None, None]:
         try:
             yield from self._chunks(size, "rowid", check=True)
         except _OutOfOrder:

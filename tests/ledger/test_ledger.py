@@ -27,6 +27,7 @@ from pipeline.ledger._document import (
 )
 from pipeline.ledger._sink import LEDGER_INTERVAL_S, LedgerSink, rewrite_pause
 from pipeline.outputs._local import LocalFolder, write_text_atomic
+from pipeline.store import RunStore, StateLocation, open_store
 from pipeline.store._records import JobRecord, JobRow
 from pipeline.store._sqlite import SqliteStore
 from tests.ledger._support import build_ledger
@@ -49,9 +50,15 @@ def _job(job_id: str, prompt: str, **params: Any) -> Job:
     )
 
 
-async def _varied_store(tmp_path: Path) -> SqliteStore:
-    """A state holding one job in every status, flags, odd floats and non-ASCII text."""
-    store = await SqliteStore.open(tmp_path / "state.db")
+async def _varied_store(tmp_path: Path, postgres_url: str | None = None) -> RunStore:
+    """A state holding one job in every status, flags, odd floats and non-ASCII text (in
+    ``tmp_path``, or in the PostgreSQL database ``postgres_url``)."""
+    store: RunStore
+    if postgres_url is None:
+        store = await SqliteStore.open(tmp_path / "state.db")
+    else:
+        location = StateLocation("postgres", postgres_url)
+        store = await open_store(location, name="ledger-test", output=str(tmp_path))
     jobs = [
         _job("done", 'Café au lait, «noir» "quoted" \\ slash\n', n=2),
         _job("failed", "a failure", image_urls=("https://x/1.png", "https://x/2.png")),
@@ -181,13 +188,16 @@ class _HeldFolder(LocalFolder):
         super().write_atomic(name, held())
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 async def test_a_cancelled_rewrite_stops_at_its_next_piece_and_leaves_nothing_behind(
-    tmp_path: Path,
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
 ) -> None:
     """A rewrite cancelled mid-way (a run stopping) stops at its next piece: no ledger.json
     from it and no temporary file; its view of the state stays open until its thread has
-    stopped reading; the next write is whole."""
-    store = await _varied_store(tmp_path)
+    stopped reading, and the reading is closed in that thread (a PostgreSQL cursor closes
+    through the event loop: from anywhere else it could not); the next write is whole."""
+    url = request.getfixturevalue("postgres_url") if kind == "postgres" else None
+    store = await _varied_store(tmp_path, url)
     folder = _HeldFolder(tmp_path)
     sink = LedgerSink(store, folder, HEADER, clock=SystemClock())
     with anyio.CancelScope() as scope:
