@@ -23,6 +23,7 @@ a provider may take to generate, not about how long we may need to reach it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from functools import partial
 
 import anyio
@@ -147,36 +148,32 @@ class Scheduler:
                     for _ in range(max(1, lane.settings.max_concurrent)):
                         tg.start_soon(self._lane_worker, lane, feed, done_send.clone())
                     if isinstance(feed, FleetFeed):  # a dead process's tasks (engine._feed)
-                        tg.start_soon(self._takeover_worker, lane, feed, done_send.clone())
+                        worker = partial(self._lane_worker, takeover=True)
+                        tg.start_soon(worker, lane, feed, done_send.clone())
             # The downloaders end once every lane worker has closed its clone of done_send.
 
     # -- lane stage -------------------------------------------------------------------------
 
     async def _lane_worker(
-        self, lane: Lane, feed: WorkFeed, done: ObjectSendStream[Finished]
+        self,
+        lane: Lane,
+        feed: WorkFeed,
+        done: ObjectSendStream[Finished],
+        *,
+        takeover: bool = False,
     ) -> None:
+        """Works the lane's jobs one at a time, each in one of the lane's slots. With
+        ``takeover`` (a fleet's lane), the tasks a dead process left at the provider
+        (``FleetFeed.takeover``) instead, in the fleet's task slots they already hold,
+        not in this process's own: those may all be waiting for one."""
+        next_item = feed.takeover if takeover and isinstance(feed, FleetFeed) else feed.next
         async with done:
             try:
-                while (item := await feed.next()) is not None:  # each item to one worker
-                    async with lane.slots:  # one task in flight at the provider
+                while (item := await next_item()) is not None:  # each item to one worker
+                    # One task in flight at the provider (a taken-over one holds its own).
+                    async with nullcontext() if takeover else lane.slots:
                         with lane.working():
                             finished = await self._run_at_provider(lane, item)
-                    lane.task_done()
-                    if finished is not None:
-                        await done.send(finished)
-            except (StorageFailed, StateError) as exc:
-                self.storage_failed(exc)
-
-    async def _takeover_worker(
-        self, lane: Lane, feed: FleetFeed, done: ObjectSendStream[Finished]
-    ) -> None:
-        """Works the tasks a dead process left at the provider, in the fleet's task slots
-        they already hold (not in this process's own: those may all be waiting for one)."""
-        async with done:
-            try:
-                while (item := await feed.takeover()) is not None:
-                    with lane.working():
-                        finished = await self._run_at_provider(lane, item)
                     lane.task_done()
                     if finished is not None:
                         await done.send(finished)
