@@ -109,8 +109,7 @@ class FleetFeed:
             for planned in chunk:
                 rec = granted.get(planned.job.id)
                 # Not granted (another process has it), or ours already (``takeover``).
-                mine = rec is not None and rec.id not in self._taken
-                item = self._rework(rec) if rec is not None and mine else None
+                item = self._rework(rec) if rec is not None and rec.id not in self._taken else None
                 if item is None:
                     self._lane.enqueue(-1)  # another process has it, or it is done
                 else:

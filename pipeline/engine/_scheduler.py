@@ -22,7 +22,7 @@ a provider may take to generate, not about how long we may need to reach it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import nullcontext
 from functools import partial
 
@@ -146,10 +146,10 @@ class Scheduler:
                     lane.enqueue(len(items))
                     feed = self._feed(lane, items, self._stopped)  # for the lane's workers
                     for _ in range(max(1, lane.settings.max_concurrent)):
-                        tg.start_soon(self._lane_worker, lane, feed, done_send.clone())
+                        tg.start_soon(self._lane_worker, lane, feed.next, done_send.clone())
                     if isinstance(feed, FleetFeed):  # a dead process's tasks (engine._feed)
-                        worker = partial(self._lane_worker, takeover=True)
-                        tg.start_soon(worker, lane, feed, done_send.clone())
+                        takeover = partial(self._lane_worker, own_slot=False)
+                        tg.start_soon(takeover, lane, feed.takeover, done_send.clone())
             # The downloaders end once every lane worker has closed its clone of done_send.
 
     # -- lane stage -------------------------------------------------------------------------
@@ -157,21 +157,20 @@ class Scheduler:
     async def _lane_worker(
         self,
         lane: Lane,
-        feed: WorkFeed,
+        next_item: Callable[[], Awaitable[WorkItem | None]],
         done: ObjectSendStream[Finished],
         *,
-        takeover: bool = False,
+        own_slot: bool = True,
     ) -> None:
-        """Works the lane's jobs one at a time, each in one of the lane's slots. With
-        ``takeover`` (a fleet's lane), the tasks a dead process left at the provider
-        (``FleetFeed.takeover``) instead, in the fleet's task slots they already hold,
-        not in this process's own: those may all be waiting for one."""
-        next_item = feed.takeover if takeover and isinstance(feed, FleetFeed) else feed.next
+        """Works the jobs ``next_item`` gives (a feed's ``next``), one at a time, each in
+        one of the lane's slots. Without ``own_slot``: the tasks a dead process of the
+        fleet left at the provider (``FleetFeed.takeover``), in the fleet's task slots
+        they already hold, not in this process's own: those may all be waiting for one."""
         async with done:
             try:
                 while (item := await next_item()) is not None:  # each item to one worker
                     # One task in flight at the provider (a taken-over one holds its own).
-                    async with nullcontext() if takeover else lane.slots:
+                    async with lane.slots if own_slot else nullcontext():
                         with lane.working():
                             finished = await self._run_at_provider(lane, item)
                     lane.task_done()
