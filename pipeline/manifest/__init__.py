@@ -15,8 +15,9 @@ file, line and field), ``load`` (the pipeline of these).
 from __future__ import annotations
 
 from pipeline.manifest._csvfile import COLUMNS
-from pipeline.manifest._expand import MAX_ID, MAX_JOBS, slug
+from pipeline.manifest._expand import MAX_JOBS, slug
 from pipeline.manifest._fields import BUILTIN_DEFAULTS, SWEEP_AXES
+from pipeline.manifest._ids import MAX_ID
 from pipeline.manifest._load import load_manifest
 from pipeline.manifest._models import manifest_schema
 from pipeline.manifest._plan import Plan, PlanRow, make_plan, plan_to_json

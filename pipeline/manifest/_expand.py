@@ -1,43 +1,35 @@
-"""Expanding validated prompts into jobs, and giving each job its id.
+"""Expanding validated prompts into jobs.
 
 Settings resolve as: built-in defaults < ``defaults`` < the prompt's own fields < ``sweep``
 axes, except that an axis the prompt sets itself is not swept for that prompt. A prompt
 yields one job per combination of its swept axes (in the order written) and its vars (in
-the order written), the first axis varying slowest.
-
-Job ids: ``<prompt id>--<slug of each variant value>`` (axes first, then vars), or just the
-prompt id when nothing varies. Slugs are lower-case ``[a-z0-9-]`` with ``:`` spelt ``x``
-(``16:9`` -> ``16x9``). Ids that collide after slugging (ignoring case, for case-insensitive
-file systems) or exceed :data:`MAX_ID` characters get ``-`` and 8 hex digits of a SHA-256 of
-the job's resolved parameters, so they stay stable across loads.
+the order written), the first axis varying slowest. Each job's id is its base id
+(``<prompt id>--<slug of each variant value>``) until ``pipeline.manifest._ids`` makes it
+final.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
-import json
 import math
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import cast
 
 from pipeline.jobs import Job, JobParams
 from pipeline.manifest._entries import ParsedPrompt
 from pipeline.manifest._fields import BUILTIN_DEFAULTS
+from pipeline.manifest._ids import assign_ids
 from pipeline.manifest._issues import IssueLog, Lines
 from pipeline.manifest._models import Settings
 from pipeline.manifest._newjob import new_job
 from pipeline.manifest._validate import check_template, params_errors, prompt_errors
 from pipeline.providers.specs import SPECS
 
-MAX_ID = 120
 MAX_JOBS = 1_000_000
-_HASH_LEN = 8
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -63,81 +55,27 @@ def _slugs(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(s for s in map(slug, values) if s)
 
 
-def _digest(job: Job) -> str:
-    body = {
-        "prompt_id": job.prompt_id,
-        "provider": job.provider,
-        "prompt": job.prompt,
-        "params": job.params.as_dict(),
-        "variant": job.variant,
-    }
-    text = json.dumps(body, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _with_hash(base: str, job: Job, length: int = _HASH_LEN) -> str:
-    head = base[: MAX_ID - length - 1].rstrip("-.")
-    return f"{head}-{_digest(job)[:length]}"
-
-
-def _all_final(drafts: list[Job]) -> bool:
-    """Whether every base id is final: none too long, no two the same ignoring case.
-
-    The set holds the ids themselves where folding leaves them as they are (nearly all of
-    a large batch's), so checking a million ids costs the set's table and no new strings.
-    """
-    seen: set[str] = set()
-    for job in drafts:
-        key = job.id.casefold()
-        if len(job.id) > MAX_ID or key in seen:
-            return False
-        seen.add(job.id if key == job.id else key)
-    return True
-
-
-def assign_ids(drafts: list[Job]) -> list[Job]:
-    """Give each draft (whose ``id`` holds its base id) its final, unique id."""
-    if _all_final(drafts):
-        return drafts
-    folded = [job.id.casefold() for job in drafts]
-    counts = Counter(folded)
-    ids = [
-        _with_hash(job.id, job) if len(job.id) > MAX_ID or counts[key] > 1 else job.id
-        for job, key in zip(drafts, folded, strict=True)
-    ]
-    # A hashed id can only clash with another id if two jobs are identical or a prompt id
-    # happens to end in the same hex digits; a counter keeps ids unique even then.
-    seen: set[str] = set()
-    final: list[Job] = []
-    for job, job_id in zip(drafts, ids, strict=True):
-        unique, k = job_id, 1
-        while unique.casefold() in seen:
-            k += 1
-            unique = f"{_with_hash(job.id, job)}-{k}"
-        seen.add(unique.casefold())
-        final.append(job if unique == job.id else replace(job, id=unique))
-    return final
-
-
 _Shared = dict[tuple[str, str], list[ParsedPrompt]]
 
 
-_SETTINGS: tuple[tuple[str, object], ...] = (*BUILTIN_DEFAULTS.items(), ("image_urls", []))
+_SETTINGS: tuple[tuple[str, object], ...] = (*BUILTIN_DEFAULTS.items(), ("image_urls", ()))
 
 
 def _settings(p: ParsedPrompt, sweep: SweepAxes) -> tuple[dict[str, object], set[str]]:
-    """Each setting's value before sweeping, and which ones came from ``defaults``."""
+    """Each setting's value before sweeping (``image_urls`` as a tuple), and which ones
+    came from ``defaults``."""
     values: dict[str, object] = {}
     from_defaults: set[str] = set()
+    prompt, defaults = p.prompt, sweep.defaults
     for key, builtin in _SETTINGS:
-        value = getattr(p.prompt, key)
+        value = getattr(prompt, key)
         if value is None:
-            value = getattr(sweep.defaults, key)
+            value = getattr(defaults, key)
             if value is None:
                 value = builtin
             else:
                 from_defaults.add(key)
-        values[key] = value
+        values[key] = tuple(value) if isinstance(value, list) else value
     return values, from_defaults
 
 
@@ -147,7 +85,7 @@ def _params(settings: dict[str, object]) -> JobParams:
         resolution=cast(str, settings["resolution"]),
         output_format=cast(str, settings["output_format"]),
         n=cast(int, settings["n"]),
-        image_urls=tuple(cast("list[str]", settings["image_urls"])),
+        image_urls=tuple(cast("tuple[str, ...]", settings["image_urls"])),
     )
 
 
@@ -161,9 +99,12 @@ class _Combo:
     variant: dict[str, str]  # the swept values as Job.variant shows them
     slugs: tuple[str, ...]  # and as the job id shows them
     errors: tuple[tuple[str, str], ...]  # what the provider refuses of these settings
+    id_tail: str  # the slugs joined: what follows ``<prompt id>--`` in a job id
 
 
-_Combos = dict[tuple[object, ...], list[_Combo]]
+# The combinations of one set of settings, and the providers they name.
+_Shape = tuple[list[_Combo], tuple[str, ...]]
+_Combos = dict[tuple[object, ...], _Shape]
 # One combination of a prompt's vars: the prompt, its part of the variant and of the id,
 # and what each provider refuses of the prompt.
 _Render = tuple[str, dict[str, str], tuple[str, ...], dict[str, list[tuple[str, str]]]]
@@ -171,22 +112,24 @@ _Render = tuple[str, dict[str, str], tuple[str, ...], dict[str, list[tuple[str, 
 
 def _combos(
     base: dict[str, object], axes: list[tuple[str, tuple[object, ...]]], cache: _Combos
-) -> list[_Combo]:
-    """The combinations of ``axes`` applied to ``base``, in product order (cached: most
-    prompts of a large batch share their settings)."""
-    key = (*(k for k, _ in axes), *(tuple(v) if isinstance(v, list) else v for v in base.values()))
-    combos = cache.get(key)
-    if combos is None:
-        combos = cache[key] = []
-        names = [k for k, _ in axes]
+) -> _Shape:
+    """The combinations of ``axes`` applied to ``base``, in product order, and their
+    providers (cached: most prompts of a large batch share their settings)."""
+    names = [k for k, _ in axes]
+    key = (*names, *base.values())
+    shape = cache.get(key)
+    if shape is None:
+        combos: list[_Combo] = []
         for values in itertools.product(*(v for _, v in axes)):
             settings = {**base, **dict(zip(names, values, strict=True))}
             provider = cast(str, settings["provider"])
             params = _params(settings)
             variant = {name: str(value) for name, value in zip(names, values, strict=True)}
             errors = tuple(params_errors(SPECS[provider], params))
-            combos.append(_Combo(provider, params, variant, _slugs(variant.values()), errors))
-    return combos
+            slugs = _slugs(variant.values())
+            combos.append(_Combo(provider, params, variant, slugs, errors, "-".join(slugs)))
+        shape = cache[key] = combos, tuple(dict.fromkeys(c.provider for c in combos))
+    return shape
 
 
 def expand_prompt(
@@ -208,7 +151,7 @@ def expand_prompt(
     if template is None:
         return []
     axes = [(key, values) for key, values in sweep.axes if not p.is_set(key)]
-    var_axes = list((p.prompt.vars or {}).items())
+    var_axes = list(p.prompt.vars.items()) if p.prompt.vars else []
     count = math.prod(len(v) for _, v in axes) * math.prod(len(v) for _, v in var_axes)
     if count > budget:
         log.add(
@@ -219,13 +162,16 @@ def expand_prompt(
         )
         return []
     base, from_defaults = _settings(p, sweep)
-    combos = _combos(base, axes, {} if cache is None else cache)
+    combos, providers = _combos(base, axes, {} if cache is None else cache)
     var_names = [name for name, _ in var_axes]
     # Which errors are the prompt's own: not those of a swept value (or, quirk kept, of a
     # var named like the setting) nor of a value from defaults.
     swept = {*(key for key, _ in axes), *var_names}
-    n_images = len(cast("list[str]", base["image_urls"]))
-    providers = {c.provider for c in combos}
+    n_images = len(cast("tuple[str, ...]", base["image_urls"]))
+    if not var_axes:  # most prompts: one text, the jobs differ by their swept values only
+        prompt = template.render({})
+        refused = {name: prompt_errors(SPECS[name], prompt, n_images) for name in providers}
+        return _plain_jobs(p, combos, prompt, refused, swept, from_defaults, log, shared)
     renders: list[_Render] = []
     for values in itertools.product(*(v for _, v in var_axes)):
         chosen = {name: str(value) for name, value in zip(var_names, values, strict=True)}
@@ -233,8 +179,8 @@ def expand_prompt(
         refused = {name: prompt_errors(SPECS[name], prompt, n_images) for name in providers}
         renders.append((prompt, chosen, _slugs(chosen.values()), refused))
     line = p.line()
-    jobs: list[Job] = []
     prompt_id, path = p.prompt_id, p.path
+    jobs: list[Job] = []
     for combo in combos:
         for prompt, chosen, slugs, refused in renders:
             errors = refused[combo.provider]
@@ -251,6 +197,30 @@ def expand_prompt(
             job_id = f"{prompt_id}--{'-'.join(parts)}" if parts else prompt_id
             provider, params = combo.provider, combo.params
             jobs.append(new_job(job_id, prompt_id, provider, prompt, params, variant, path, line))
+    return jobs
+
+
+def _plain_jobs(
+    p: ParsedPrompt,
+    combos: list[_Combo],
+    prompt: str,
+    refused: dict[str, list[tuple[str, str]]],
+    swept: set[str],
+    from_defaults: set[str],
+    log: IssueLog,
+    shared: _Shared,
+) -> list[Job]:
+    """``expand_prompt``'s jobs of a prompt without vars (its loop, with less to do: it
+    runs for nearly every job of a large batch)."""
+    prompt_id, path, line = p.prompt_id, p.path, p.line()
+    jobs: list[Job] = []
+    for combo in combos:
+        errors = refused[combo.provider]
+        if combo.errors or errors:
+            _report(p, (*combo.errors, *errors), swept, from_defaults, log, shared)
+        job_id = f"{prompt_id}--{combo.id_tail}" if combo.id_tail else prompt_id
+        provider, params, variant = combo.provider, combo.params, combo.variant
+        jobs.append(new_job(job_id, prompt_id, provider, prompt, params, variant, path, line))
     return jobs
 
 

@@ -34,11 +34,15 @@ class Template:
 
     def render(self, values: dict[str, str]) -> str:
         """The prompt with each ``{name}`` replaced by ``values[name]``."""
+        if len(self.pieces) == 1 and not self.pieces[0][0]:
+            return self.pieces[0][1]  # plain text (most prompts)
         return "".join(values[text] if is_var else text for is_var, text in self.pieces)
 
 
 def parse_template(text: str) -> tuple[Template, list[str]]:
     """Parse ``text``; the list holds a message per stray brace (empty when valid)."""
+    if "{" not in text and "}" not in text:  # most prompts: plain text, no vars
+        return Template(((False, text),) if text else ()), []
     pieces: list[tuple[bool, str]] = []
     errors: list[str] = []
     literal: list[str] = []

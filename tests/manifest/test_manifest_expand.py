@@ -240,6 +240,26 @@ def test_slug_collisions_and_long_ids_are_hashed(write: Write) -> None:
     assert ids == [j.id for j in load_manifest(path).jobs]
 
 
+@pytest.mark.parametrize("by", ["slug", "case"])
+def test_ids_that_clash_thousands_of_jobs_apart_are_hashed(by: str) -> None:
+    """Ids are checked thousands at a time: a clash between far-apart jobs, in slug or in
+    case, is found all the same."""
+    values = ["a b", *(f"v{i}" for i in range(9000))]
+    if by == "slug":
+        values.append("a-b")  # c--a-b, as the first
+    prompts: list[object] = [{"id": "c", "prompt": "{v}", "vars": {"v": values}}]
+    prompts += [{"id": f"q{i}", "prompt": "x"} for i in range(3)]
+    if by == "case":
+        prompts.append({"id": "C--V7", "prompt": "y"})  # c--v7, folded
+    ids = [j.id for j in load_manifest({"name": "m", "prompts": prompts}).jobs]
+    clashing = [0, len(values) - 1] if by == "slug" else [8, len(ids) - 1]
+    hashed = re.compile(r"(c--a-b|c--v7|C--V7)-[0-9a-f]{8}")
+    assert all(hashed.fullmatch(ids[i]) for i in clashing), [ids[i] for i in clashing]
+    assert ids[1:8] == [f"c--v{i}" for i in range(7)]
+    assert ids[len(values) : len(values) + 3] == ["q0", "q1", "q2"]
+    assert len({i.casefold() for i in ids}) == len(ids)
+
+
 def test_slug_spelling() -> None:
     """Slugs are lower-case [a-z0-9-], ':' becomes 'x', accents are dropped."""
     assert slug("16:9") == "16x9"
