@@ -210,7 +210,8 @@ async def arun(
     from pipeline.clock import SystemClock
     from pipeline.engine import RunOptions, exit_code, resolve_endpoints, run_batch
 
-    batch = load_manifest(manifest, out=out, base_dir=base_dir)
+    with _gc.paused(keep=True):  # the batch lives for the run: no collection rescans it
+        batch = load_manifest(manifest, out=out, base_dir=base_dir)
     if max_usd is not None and not max_usd > 0:
         raise UsageError("max_usd must be > 0")
     async with AsyncExitStack() as stack:

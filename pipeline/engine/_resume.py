@@ -90,6 +90,8 @@ def plan_work(
     """What this run must do, given what earlier runs recorded (the resume rules) and
     ``broken``: the completed jobs whose files are not all there. ``done``: ids of
     completed jobs with every file in place, whose records the caller did not keep."""
+    if not records and not done:  # a new batch: every job, as it is
+        return list(map(WorkItem, batch.jobs))
     work: list[WorkItem] = []
     reattach: list[WorkItem] = []
     for job in batch.jobs:
